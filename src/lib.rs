@@ -1,0 +1,10 @@
+//! kefu (客服): answer recommendation for e-commerce customer service.
+//!
+//! The library holds the engine; `main.rs` is a thin CLI over [`cli`].
+//! Modules:
+//! - [`embedding`]: text -> vector (candle BERT, tokenizer, model resolution,
+//!   the offline model converter).
+//! - [`cli`]: command-line parsing and the commands.
+
+pub mod cli;
+pub mod embedding;
