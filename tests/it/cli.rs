@@ -1,0 +1,149 @@
+//! The `kefu` binary run for real: embed from arguments and standard input,
+//! model info, and its errors.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::common::{kefu_bin, model_dir, repo_root};
+
+fn kefu(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(kefu_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .env("KEFU_MODEL", model_dir())
+        .env_remove("HF_ENDPOINT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kefu starts");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn embed_arguments_prints_one_json_line_each() {
+    let out = kefu(
+        &["embed", "--kind", "query", "怎么退货", "where is my parcel"],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = json_lines(&out);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["text"], "怎么退货");
+    assert_eq!(rows[0]["embedding"].as_array().unwrap().len(), 384);
+    let ids = rows[1]["token_ids"].as_array().unwrap();
+    assert_eq!(ids.first().unwrap(), 0);
+    assert_eq!(ids.last().unwrap(), 2);
+}
+
+#[test]
+fn embed_reads_lines_from_stdin() {
+    let out = kefu(
+        &["embed", "--kind", "passage"],
+        "第一行\r\nsecond line\n第三行 third\n".as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = json_lines(&out);
+    let texts: Vec<&str> = rows.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, vec!["第一行", "second line", "第三行 third"]);
+}
+
+#[test]
+fn invalid_utf8_on_stdin_is_a_clear_error() {
+    let out = kefu(&["embed", "--kind", "query"], b"fine\nbad \xff\xfe bytes\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2 of standard input is not valid UTF-8"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn empty_and_whitespace_texts_are_errors() {
+    for input in [&b"ok\n\n"[..], &b"ok\n \t \n"[..]] {
+        let out = kefu(&["embed", "--kind", "query"], input);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("text 2 is empty or only whitespace"), "{err}");
+    }
+}
+
+#[test]
+fn model_info_reports_the_model() {
+    let out = kefu(&["model", "info"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["model_id"], "intfloat/multilingual-e5-small");
+    assert_eq!(info["dimension"], 384);
+    assert_eq!(info["max_positions"], 512);
+    assert_eq!(info["query_prefix"], "query: ");
+    assert_eq!(info["passage_prefix"], "passage: ");
+    let params = info["parameters"].as_u64().unwrap();
+    assert!((117_000_000..119_000_000).contains(&params), "{params}");
+    assert!(info["load_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_missing_model_names_every_place_and_the_fetch_command() {
+    let models = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_ENDPOINT", "http://127.0.0.1:9"),
+    ] {
+        let out = Command::new(kefu_bin())
+            .args(["model", "info", "--model", "multilingual-e5-small"])
+            .arg("--models-dir")
+            .arg(models.path())
+            .env_remove("KEFU_MODEL")
+            .env("HF_HOME", home.path())
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("model 'multilingual-e5-small' was not found"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                &models
+                    .path()
+                    .join("multilingual-e5-small")
+                    .display()
+                    .to_string()
+            ),
+            "{err}"
+        );
+        assert!(err.contains("Hugging Face hub"), "{err}");
+        assert!(
+            err.contains("scripts/fetch-model.sh multilingual-e5-small"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -1,0 +1,9 @@
+//! kefu's integration tests, in one binary to save link time. They use the
+//! real multilingual-e5-small model under `models/` (installed by
+//! `scripts/fetch-model.sh`, which the README's test command runs first).
+
+mod cli;
+mod common;
+mod embedding;
+mod hub;
+mod model_errors;
