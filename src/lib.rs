@@ -4,7 +4,9 @@
 //! Modules:
 //! - [`embedding`]: text -> vector (candle BERT, tokenizer, model resolution,
 //!   the offline model converter).
+//! - [`store`]: the answer library in SQLite (answers, embedding cache).
 //! - [`cli`]: command-line parsing and the commands.
 
 pub mod cli;
 pub mod embedding;
+pub mod store;

@@ -1,0 +1,11 @@
+//! The answer library: records, validation, and their SQLite storage
+//! (answers, the embedding cache, index bookkeeping).
+
+pub mod answer;
+mod sqlite;
+
+pub use answer::{
+    answer_json, hash_text, rfc3339, valid_id, Answer, AnswerDraft, AnswerInput, FieldError,
+    Status, TextRole,
+};
+pub use sqlite::{SqliteStore, StoreError, UpsertOutcome};
