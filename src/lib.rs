@@ -5,8 +5,10 @@
 //! - [`embedding`]: text -> vector (candle BERT, tokenizer, model resolution,
 //!   the offline model converter).
 //! - [`store`]: the answer library in SQLite (answers, embedding cache).
+//! - [`index`]: the HNSW vector index on disk.
 //! - [`cli`]: command-line parsing and the commands.
 
 pub mod cli;
 pub mod embedding;
+pub mod index;
 pub mod store;
