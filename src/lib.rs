@@ -6,9 +6,11 @@
 //!   the offline model converter).
 //! - [`store`]: the answer library in SQLite (answers, embedding cache).
 //! - [`index`]: the HNSW vector index on disk.
+//! - [`recommend`]: the engine: recommend, freshness, reindex.
 //! - [`cli`]: command-line parsing and the commands.
 
 pub mod cli;
 pub mod embedding;
 pub mod index;
+pub mod recommend;
 pub mod store;
