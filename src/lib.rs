@@ -7,10 +7,14 @@
 //! - [`store`]: the answer library in SQLite (answers, embedding cache).
 //! - [`index`]: the HNSW vector index on disk.
 //! - [`recommend`]: the engine: recommend, freshness, reindex.
+//! - [`api`]: the HTTP API (axum).
 //! - [`cli`]: command-line parsing and the commands.
 
+pub mod api;
 pub mod cli;
+pub mod demo;
 pub mod embedding;
 pub mod index;
 pub mod recommend;
+pub mod server;
 pub mod store;

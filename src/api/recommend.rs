@@ -1,0 +1,214 @@
+//! `POST /v1/recommend` and `GET /v1/suggest`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query as UrlQuery, State};
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::{parse_json, ApiError};
+use super::{blocking, AppState};
+use crate::recommend::{Query, Recommendations};
+
+const MAX_TOP_K: i64 = 50;
+const DEFAULT_TOP_K: i64 = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Filters {
+    category: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    locale: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecommendRequest {
+    question: String,
+    top_k: Option<i64>,
+    filters: Option<Filters>,
+    min_score: Option<f32>,
+    include_stale: Option<bool>,
+    include_expired: Option<bool>,
+}
+
+/// Turns a request body's raw parts into a validated [`Query`].
+#[allow(clippy::too_many_arguments)]
+fn validate(
+    state: &AppState,
+    question: String,
+    top_k: Option<i64>,
+    filters: Option<Filters>,
+    min_score: Option<f32>,
+    include_stale: Option<bool>,
+    include_expired: Option<bool>,
+) -> Result<Query, ApiError> {
+    let question = question.trim().to_string();
+    if question.is_empty() {
+        return Err(ApiError::invalid(
+            "empty_question",
+            "question must not be empty or only whitespace",
+        ));
+    }
+    let max = state.settings.max_question_chars;
+    if question.chars().count() > max {
+        return Err(ApiError::invalid(
+            "question_too_long",
+            format!("question is longer than {max} characters"),
+        ));
+    }
+    let top_k = top_k.unwrap_or(DEFAULT_TOP_K);
+    if !(1..=MAX_TOP_K).contains(&top_k) {
+        return Err(ApiError::invalid(
+            "invalid_top_k",
+            format!("top_k must be between 1 and {MAX_TOP_K}, got {top_k}"),
+        ));
+    }
+    if let Some(s) = min_score {
+        if !(-1.0..=1.0).contains(&s) {
+            return Err(ApiError::invalid(
+                "invalid_min_score",
+                "min_score must be between -1 and 1",
+            ));
+        }
+    }
+    let f = filters.unwrap_or(Filters {
+        category: None,
+        tags: Vec::new(),
+        locale: None,
+    });
+    let nonempty = |o: Option<String>| o.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    Ok(Query {
+        question,
+        top_k: top_k as usize,
+        category: nonempty(f.category),
+        tags: f
+            .tags
+            .into_iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        locale: nonempty(f.locale),
+        min_score,
+        include_stale: include_stale.unwrap_or(true),
+        include_expired: include_expired.unwrap_or(false),
+    })
+}
+
+/// Reads a body, mapping the size limit to 413.
+pub fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|r| {
+        if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                r.status(),
+                "payload_too_large",
+                "the request body is over the configured limit",
+            )
+        } else {
+            ApiError::bad_request("invalid_body", r.body_text())
+        }
+    })
+}
+
+async fn run(state: Arc<AppState>, q: Query) -> Result<Json<serde_json::Value>, ApiError> {
+    let started = Instant::now();
+    let engine = state.ready_engine()?;
+    let recs = blocking(move || engine.recommend(&q).map_err(ApiError::from)).await?;
+    Ok(Json(render(&recs, started)))
+}
+
+/// An f32 as the nearest 6-decimal f64, so JSON shows 0.86, not 0.8600000143.
+pub fn round6(x: f32) -> f64 {
+    (x as f64 * 1e6).round() / 1e6
+}
+
+fn render(r: &Recommendations, started: Instant) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = r
+        .results
+        .iter()
+        .map(|x| {
+            let a = &x.answer.input;
+            serde_json::json!({
+                "answer_id": a.id,
+                "question": a.question,
+                "answer": a.answer,
+                "score": round6(x.score),
+                "matched_text": x.matched_text,
+                "matched_field": x.matched_role.as_str(),
+                "category": a.category,
+                "subcategory": a.subcategory,
+                "tags": a.tags,
+                "locale": a.locale,
+                "freshness": x.freshness,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "request_id": uuid::Uuid::new_v4().to_string(),
+        "results": results,
+        "handoff": r.handoff,
+        "threshold": round6(r.threshold),
+        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+        "index_version": r.index_version,
+    })
+}
+
+pub async fn recommend(
+    State(state): State<Arc<AppState>>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: RecommendRequest = parse_json(&body(raw)?)?;
+    let q = validate(
+        &state,
+        req.question,
+        req.top_k,
+        req.filters,
+        req.min_score,
+        req.include_stale,
+        req.include_expired,
+    )?;
+    run(state, q).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuggestParams {
+    q: Option<String>,
+    k: Option<i64>,
+    category: Option<String>,
+    /// Comma-separated.
+    tags: Option<String>,
+    locale: Option<String>,
+    min_score: Option<f32>,
+    include_stale: Option<bool>,
+    include_expired: Option<bool>,
+}
+
+pub async fn suggest(
+    State(state): State<Arc<AppState>>,
+    params: Result<UrlQuery<SuggestParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let UrlQuery(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let tags = p
+        .tags
+        .map(|t| t.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let q = validate(
+        &state,
+        p.q.unwrap_or_default(),
+        p.k,
+        Some(Filters {
+            category: p.category,
+            tags,
+            locale: p.locale,
+        }),
+        p.min_score,
+        p.include_stale,
+        p.include_expired,
+    )?;
+    run(state, q).await
+}

@@ -1,0 +1,136 @@
+//! `kefu serve`: binds the address, serves the API at once (healthz up,
+//! readyz 503), loads the model and the index on a blocking thread (building
+//! the index if none fits the model), then reports ready. Shuts down
+//! gracefully on SIGINT or SIGTERM, letting in-flight requests finish.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use crate::api::metrics::Instrumented;
+use crate::api::{router, ApiSettings, AppState, Metrics};
+use crate::embedding::{resolve_model, CandleBert, EmbedOptions, Embedder};
+use crate::recommend::{Engine, ReindexMode, Settings};
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub model: String,
+    pub models_dir: PathBuf,
+    pub embed: EmbedOptions,
+    pub engine: Settings,
+    pub api: ApiSettings,
+}
+
+/// Refuses to expose an unauthenticated API beyond loopback.
+pub fn check_exposure(addr: &SocketAddr, keys_configured: bool) -> Result<()> {
+    if !keys_configured && !addr.ip().is_loopback() {
+        bail!(
+            "refusing to serve on {addr} without API keys: set KEFU_API_KEYS=reader:KEY,editor:KEY \
+             or bind a loopback address such as 127.0.0.1"
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Loads model and engine, building the index if needed, then marks ready.
+fn load(state: &AppState, cfg: &ServerConfig) -> Result<()> {
+    let files = resolve_model(&cfg.model, &cfg.models_dir)?;
+    let model = CandleBert::load(&files, cfg.embed)?;
+    tracing::info!(
+        model = model.model_id(),
+        ms = model.info().load_ms,
+        "model loaded"
+    );
+    let embedder: Arc<dyn Embedder> = Arc::new(Instrumented {
+        inner: Arc::new(model),
+        metrics: state.metrics.clone(),
+    });
+    let (engine, needs_build) = Engine::open(&cfg.data_dir, embedder, cfg.engine.clone())?;
+    let metrics = state.metrics.clone();
+    engine.on_reindex(Box::new(move |secs| metrics.reindex_seconds.observe(secs)));
+    state.engine.store(Some(engine.clone()));
+    if needs_build && !engine.list().is_empty() {
+        tracing::info!("no index for this model on disk: building it");
+        engine.reindex_now(ReindexMode::Incremental, &|_, _| {})?;
+    }
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(index_version = engine.index().manifest().version, "ready");
+    eprintln!("kefu: ready");
+    Ok(())
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn serve(cfg: ServerConfig) -> Result<()> {
+    check_exposure(&cfg.addr, !cfg.api.keys.is_empty())?;
+    if cfg.api.keys.is_empty() {
+        eprintln!(
+            "kefu: no API keys configured (KEFU_API_KEYS): serving without authentication on loopback only"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.addr)
+        .await
+        .with_context(|| format!("binding {}", cfg.addr))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "kefu: listening on http://{addr} (data dir {})",
+        cfg.data_dir.display()
+    );
+    let state = AppState::new(cfg.api.clone(), Metrics::new());
+    let loader_state = state.clone();
+    let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    tokio::spawn(async move {
+        let failure = match tokio::task::spawn_blocking(move || load(&loader_state, &cfg)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("loading panicked: {e}"),
+        };
+        let _ = fail_tx.send(failure);
+    });
+    let failed = Arc::new(std::sync::Mutex::new(None));
+    let failed_slot = failed.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            Ok(e) = fail_rx => {
+                *failed_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        }
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(stop)
+        .await
+        .context("serving")?;
+    let failure = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match failure {
+        Some(e) => Err(e.context("loading the model or the index failed")),
+        None => Ok(()),
+    }
+}
