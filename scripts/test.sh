@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 echo "== building kefu"
-cargo build --release --bin kefu
+cargo build --release --all-targets
 echo "== model"
 KEFU_BIN=target/release/kefu scripts/fetch-model.sh multilingual-e5-small
 echo "== tests"

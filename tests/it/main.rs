@@ -2,8 +2,12 @@
 //! real multilingual-e5-small model under `models/` (installed by
 //! `scripts/fetch-model.sh`, which the README's test command runs first).
 
+mod api;
 mod cli;
 mod common;
+mod durability;
 mod embedding;
 mod hub;
 mod model_errors;
+mod quality;
+mod server;

@@ -1,0 +1,174 @@
+//! kill -9 during an import or a reindex loses no committed answer, and the
+//! next start serves a consistent index.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{kefu_bin, model_dir};
+use crate::server::{client, demo_data_dir, kefu, Server};
+
+const IMPORT_BATCH: usize = 500;
+
+/// `n` answers with unique texts (so each needs embedding).
+fn unique_answers(n: usize, tag: &str) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("bulk.{tag}.{i:05}"),
+                "question": format!("第{i}号商品（批次{tag}）的保修期是多久？"),
+                "variants": [format!("编号{i}的{tag}货品坏了能修吗")],
+                "answer": format!("编号{i}的商品（{tag}）享受{}个月免费保修，凭订单号联系客服即可。", i % 24 + 1),
+                "category": "warranty",
+                "locale": "zh-CN",
+            })
+        })
+        .collect()
+}
+
+fn count_answers(data_dir: &std::path::Path) -> usize {
+    let out = kefu(&["export", "--data-dir", data_dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).expect("every exported answer is whole");
+        assert!(v["answer"].as_str().is_some_and(|a| !a.is_empty()));
+    }
+    text.lines().count()
+}
+
+#[test]
+fn kill_during_import_keeps_whole_batches_and_restarts_consistent() {
+    let data = demo_data_dir();
+    let before = count_answers(data.path());
+    let file = data.path().join("bulk.jsonl");
+    let mut f = std::fs::File::create(&file).unwrap();
+    let bulk = unique_answers(2_400, "imp");
+    for a in &bulk {
+        writeln!(f, "{a}").unwrap();
+    }
+    drop(f);
+
+    let mut child = Command::new(kefu_bin())
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ])
+        .env("KEFU_MODEL", model_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it while it is embedding the new texts (storing takes well under
+    // a second; embedding ~7,000 new texts takes minutes).
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "import finished before the kill"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let added = count_answers(data.path()) - before;
+    assert!(
+        added.is_multiple_of(IMPORT_BATCH) || added == bulk.len(),
+        "{added} answers stored: not whole batches"
+    );
+
+    // The next start serves the index committed before the kill; the new
+    // answers are there, pending a reindex, and recommend works.
+    let server = Server::start(data.path(), &[]);
+    let c = client();
+    let index: serde_json::Value = c
+        .get(server.url("/v1/index"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(index["answers"].as_u64().unwrap() as usize, before + added);
+    assert_eq!(index["pending_reindex"].as_u64().unwrap() as usize, added);
+    let r: serde_json::Value = c
+        .post(server.url("/v1/recommend"))
+        .json(&serde_json::json!({"question": "退货运费谁出"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(!r["results"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn kill_during_reindex_keeps_the_previous_index() {
+    let data = demo_data_dir();
+    let mut server = Server::start(data.path(), &[]);
+    let c = client();
+    let bulk = unique_answers(600, "rx");
+    let r = c
+        .post(server.url("/v1/answers"))
+        .json(&serde_json::json!({"answers": bulk}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let index: serde_json::Value = c
+        .get(server.url("/v1/index"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let version = index["index_version"].as_u64().unwrap();
+    let answers = index["answers"].as_u64().unwrap();
+
+    let job: serde_json::Value = c
+        .post(server.url("/v1/reindex"))
+        .json(&serde_json::json!({"mode": "full"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let job_url = server.url(&format!("/v1/reindex/{}", job["job_id"].as_str().unwrap()));
+    let started = Instant::now();
+    loop {
+        let j: serde_json::Value = c.get(&job_url).send().unwrap().json().unwrap();
+        if j["status"] == "running" && j["done"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "reindex never ran: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill9();
+
+    let server = Server::start(data.path(), &[]);
+    let index: serde_json::Value = c
+        .get(server.url("/v1/index"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(index["index_version"].as_u64().unwrap(), version, "{index}");
+    assert_eq!(index["answers"].as_u64().unwrap(), answers);
+    let r: serde_json::Value = c
+        .post(server.url("/v1/recommend"))
+        .json(&serde_json::json!({"question": "发票怎么开", "top_k": 3}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["index_version"].as_u64().unwrap(), version);
+    assert!(!r["results"].as_array().unwrap().is_empty());
+    // No partial version folder survives the restart.
+    let leftovers: Vec<_> = std::fs::read_dir(data.path().join("vectors"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(leftovers, vec![format!("v{version}")]);
+}
