@@ -509,7 +509,13 @@ fn import(args: ImportArgs) -> Result<()> {
 }
 
 fn export(args: DataArgs) -> Result<()> {
-    let store = SqliteStore::open(&args.data_dir)?;
+    if !args.data_dir.join("kefu.db").is_file() {
+        bail!(
+            "{} holds no answer library (no kefu.db)",
+            args.data_dir.display()
+        );
+    }
+    let store = SqliteStore::open_read_only(&args.data_dir)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for a in store.all()? {

@@ -25,6 +25,11 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "the data directory {0} is in use by another kefu process (a running `kefu serve`, \
+         import or reindex): stop it first, or change answers through the HTTP API"
+    )]
+    Locked(String),
 }
 
 /// What an upsert did to one record.
@@ -41,6 +46,8 @@ pub enum UpsertOutcome {
 /// in-memory catalog instead.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Held for the store's lifetime by writers: one writer per data directory.
+    _lock: Option<std::fs::File>,
 }
 
 const SCHEMA: &str = "
@@ -150,8 +157,48 @@ fn bytes_vector(b: &[u8]) -> Vec<f32> {
 
 impl SqliteStore {
     /// Opens (creating if needed) `kefu.db` in `data_dir`.
+    ///
+    /// Takes the data directory's writer lock (`kefu.lock`, released by the
+    /// kernel when the process ends, even on kill -9): a second writer, such
+    /// as `kefu import` beside a running server whose in-memory catalog would
+    /// not see the change, is refused with [`StoreError::Locked`].
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join("kefu.lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(data_dir.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let mut store = Self::connect(data_dir, false)?;
+        store._lock = Some(lock);
+        Ok(store)
+    }
+
+    /// Opens the database for reading only, without the writer lock (for
+    /// `kefu export` beside a running server).
+    pub fn open_read_only(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::connect(data_dir, true)
+    }
+
+    fn connect(data_dir: &Path, read_only: bool) -> Result<Self, StoreError> {
+        if read_only {
+            let conn = Connection::open_with_flags(
+                data_dir.join("kefu.db"),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            return Ok(Self {
+                conn: Mutex::new(conn),
+                _lock: None,
+            });
+        }
         let conn = Connection::open(data_dir.join("kefu.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -159,6 +206,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            _lock: None,
         })
     }
 
@@ -396,6 +444,23 @@ mod tests {
         assert!(s.delete("a").unwrap());
         assert!(!s.delete("a").unwrap());
         assert!(s.get("a").unwrap().is_none());
+    }
+
+    #[test]
+    fn one_writer_per_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SqliteStore::open(dir.path()).unwrap();
+        first
+            .upsert(&[input("a", "x")], OffsetDateTime::now_utc())
+            .unwrap();
+        assert!(matches!(
+            SqliteStore::open(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
+        let reader = SqliteStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(reader.all().unwrap().len(), 1);
+        drop(first);
+        assert!(SqliteStore::open(dir.path()).is_ok());
     }
 
     #[test]

@@ -172,3 +172,35 @@ fn kill_during_reindex_keeps_the_previous_index() {
         .collect();
     assert_eq!(leftovers, vec![format!("v{version}")]);
 }
+
+#[test]
+fn a_second_writer_is_refused_while_the_server_runs() {
+    let data = demo_data_dir();
+    let dir = data.path().to_str().unwrap();
+    let mut server = Server::start(data.path(), &[]);
+    // `kefu import` beside a running server would change the database
+    // behind the server's catalog: it is refused, and nothing is stored.
+    let file = data.path().join("one.jsonl");
+    std::fs::write(&file, format!("{}\n", unique_answers(1, "lock")[0])).unwrap();
+    let out = kefu(&["import", file.to_str().unwrap(), "--data-dir", dir]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another kefu process"), "{err}");
+    // Reading is fine while it runs.
+    let before = count_answers(data.path());
+    assert!(server.stop(), "graceful stop");
+    // Once the server is gone the import goes through.
+    let out = kefu(&[
+        "import",
+        file.to_str().unwrap(),
+        "--data-dir",
+        dir,
+        "--no-index",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count_answers(data.path()), before + 1);
+}
