@@ -143,6 +143,37 @@ fn parse_time(
     }
 }
 
+/// Trims a list of short texts, drops duplicates (and `skip`), and reports
+/// too many entries or an entry that is empty or too long.
+fn clean_list(
+    field: &'static str,
+    items: &[String],
+    (max_items, max_chars): (usize, usize),
+    skip: Option<&str>,
+    errs: &mut Vec<FieldError>,
+) -> Vec<String> {
+    if items.len() > max_items {
+        errs.push(FieldError {
+            field,
+            message: format!("has more than {max_items} entries"),
+        });
+    }
+    let mut out: Vec<String> = Vec::new();
+    for item in items.iter().map(|i| i.trim()) {
+        if item.is_empty() || item.chars().count() > max_chars {
+            errs.push(FieldError {
+                field,
+                message: format!("each entry must be 1-{max_chars} characters"),
+            });
+            break;
+        }
+        if Some(item) != skip && !out.iter().any(|x| x == item) {
+            out.push(item.to_string());
+        }
+    }
+    out
+}
+
 fn text(field: &'static str, v: &Option<String>, max: usize, errs: &mut Vec<FieldError>) -> String {
     match v.as_deref().map(str::trim) {
         None | Some("") => {
@@ -203,46 +234,20 @@ impl AnswerDraft {
                 message: format!("is longer than {MAX_LABEL_CHARS} characters"),
             });
         }
-        let mut variants = Vec::new();
-        if self.variants.len() > MAX_VARIANTS {
-            errs.push(FieldError {
-                field: "variants",
-                message: format!("has more than {MAX_VARIANTS} entries"),
-            });
-        }
-        for v in &self.variants {
-            let v = v.trim();
-            if v.is_empty() || v.chars().count() > MAX_QUESTION_CHARS {
-                errs.push(FieldError {
-                    field: "variants",
-                    message: format!("each variant must be 1-{MAX_QUESTION_CHARS} characters"),
-                });
-                break;
-            }
-            if v != question && !variants.iter().any(|x: &String| x == v) {
-                variants.push(v.to_string());
-            }
-        }
-        let mut tags: Vec<String> = Vec::new();
-        if self.tags.len() > MAX_TAGS {
-            errs.push(FieldError {
-                field: "tags",
-                message: format!("has more than {MAX_TAGS} entries"),
-            });
-        }
-        for t in &self.tags {
-            let t = t.trim();
-            if t.is_empty() || t.chars().count() > MAX_LABEL_CHARS {
-                errs.push(FieldError {
-                    field: "tags",
-                    message: format!("each tag must be 1-{MAX_LABEL_CHARS} characters"),
-                });
-                break;
-            }
-            if !tags.iter().any(|x| x == t) {
-                tags.push(t.to_string());
-            }
-        }
+        let variants = clean_list(
+            "variants",
+            &self.variants,
+            (MAX_VARIANTS, MAX_QUESTION_CHARS),
+            Some(&question),
+            &mut errs,
+        );
+        let tags = clean_list(
+            "tags",
+            &self.tags,
+            (MAX_TAGS, MAX_LABEL_CHARS),
+            None,
+            &mut errs,
+        );
         let status = match self.status.as_deref() {
             None => Status::Published,
             Some(s) => Status::parse(s).unwrap_or_else(|| {

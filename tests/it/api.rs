@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::{kefu_bin, model_dir, repo_root};
-use crate::server::{client, demo_data_dir, Server};
+use crate::server::{client, demo_data_dir, free_port, Server};
 
 // ---------------------------------------------------------------------------
 // Demo library facts used by the tests.
@@ -366,14 +366,6 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         let (n, v) = l.split_once(' ')?;
         (n == name).then(|| v.trim().parse().ok()).flatten()
     })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------
