@@ -90,7 +90,10 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     if let Some(engine) = state.engine.load_full() {
         let index = engine.index();
         state.metrics.index_vectors.set(index.len() as i64);
-        state.metrics.index_answers.set(engine.list().len() as i64);
+        state
+            .metrics
+            .index_answers
+            .set(engine.answer_count() as i64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -36,17 +36,16 @@ struct RecommendRequest {
     include_expired: Option<bool>,
 }
 
-/// Turns a request body's raw parts into a validated [`Query`].
-#[allow(clippy::too_many_arguments)]
-fn validate(
-    state: &AppState,
-    question: String,
-    top_k: Option<i64>,
-    filters: Option<Filters>,
-    min_score: Option<f32>,
-    include_stale: Option<bool>,
-    include_expired: Option<bool>,
-) -> Result<Query, ApiError> {
+/// Turns a request (a POST body, or suggest's query string) into a validated [`Query`].
+fn validate(state: &AppState, req: RecommendRequest) -> Result<Query, ApiError> {
+    let RecommendRequest {
+        question,
+        top_k,
+        filters,
+        min_score,
+        include_stale,
+        include_expired,
+    } = req;
     let question = question.trim().to_string();
     if question.is_empty() {
         return Err(ApiError::invalid(
@@ -162,15 +161,7 @@ pub async fn recommend(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let req: RecommendRequest = parse_json(&body(raw)?)?;
-    let q = validate(
-        &state,
-        req.question,
-        req.top_k,
-        req.filters,
-        req.min_score,
-        req.include_stale,
-        req.include_expired,
-    )?;
+    let q = validate(&state, req)?;
     run(state, q).await
 }
 
@@ -197,18 +188,18 @@ pub async fn suggest(
         .tags
         .map(|t| t.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    let q = validate(
-        &state,
-        p.q.unwrap_or_default(),
-        p.k,
-        Some(Filters {
+    let req = RecommendRequest {
+        question: p.q.unwrap_or_default(),
+        top_k: p.k,
+        filters: Some(Filters {
             category: p.category,
             tags,
             locale: p.locale,
         }),
-        p.min_score,
-        p.include_stale,
-        p.include_expired,
-    )?;
+        min_score: p.min_score,
+        include_stale: p.include_stale,
+        include_expired: p.include_expired,
+    };
+    let q = validate(&state, req)?;
     run(state, q).await
 }

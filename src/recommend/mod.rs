@@ -183,6 +183,11 @@ impl Engine {
         self.catalog().get(id).cloned()
     }
 
+    /// How many answers the library holds.
+    pub fn answer_count(&self) -> usize {
+        self.catalog().len()
+    }
+
     /// All answers, ordered by id.
     pub fn list(&self) -> Vec<Arc<Answer>> {
         let mut all: Vec<Arc<Answer>> = self.catalog().values().cloned().collect();
