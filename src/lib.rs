@@ -7,6 +7,7 @@
 //! - [`store`]: the answer library in SQLite (answers, embedding cache).
 //! - [`index`]: the HNSW vector index on disk.
 //! - [`recommend`]: the engine: recommend, freshness, reindex.
+//! - [`eval`]: retrieval-quality measurement (`kefu eval`).
 //! - [`api`]: the HTTP API (axum).
 //! - [`cli`]: command-line parsing and the commands.
 
@@ -14,6 +15,7 @@ pub mod api;
 pub mod cli;
 pub mod demo;
 pub mod embedding;
+pub mod eval;
 pub mod index;
 pub mod recommend;
 pub mod server;

@@ -115,6 +115,9 @@ impl Embedder for Instrumented {
     fn dimension(&self) -> usize {
         self.inner.dimension()
     }
+    fn calibration(&self) -> Option<crate::recommend::rank::Calibration> {
+        self.inner.calibration()
+    }
     fn embed(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Embedding>, EmbedError> {
         let started = Instant::now();
         let out = self.inner.embed(texts, kind);

@@ -65,7 +65,15 @@ pub async fn index(
     state.metrics.index_vectors.set(status.vectors as i64);
     state.metrics.index_answers.set(status.answers as i64);
     let mut v = serde_json::to_value(status).unwrap_or_default();
-    v["threshold"] = serde_json::json!(super::recommend::round6(engine.settings().min_score));
+    let settings = engine.settings();
+    v["min_confidence"] = serde_json::json!(super::recommend::round6(settings.min_confidence()));
+    v["retrieval"] = serde_json::json!({
+        "mode": settings.fusion.mode,
+        "norm": settings.fusion.norm,
+        "dense_weight": super::recommend::round6(settings.fusion.dense_weight),
+        "question_kind": settings.question_kind.to_string(),
+    });
+    v["calibration"] = serde_json::to_value(&*settings.calibration()).unwrap_or_default();
     v["ready"] = serde_json::json!(ready);
     Ok(Json(v))
 }

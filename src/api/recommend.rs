@@ -31,7 +31,7 @@ struct RecommendRequest {
     question: String,
     top_k: Option<i64>,
     filters: Option<Filters>,
-    min_score: Option<f32>,
+    min_confidence: Option<f32>,
     include_stale: Option<bool>,
     include_expired: Option<bool>,
 }
@@ -42,7 +42,7 @@ fn validate(state: &AppState, req: RecommendRequest) -> Result<Query, ApiError> 
         question,
         top_k,
         filters,
-        min_score,
+        min_confidence,
         include_stale,
         include_expired,
     } = req;
@@ -67,11 +67,11 @@ fn validate(state: &AppState, req: RecommendRequest) -> Result<Query, ApiError> 
             format!("top_k must be between 1 and {MAX_TOP_K}, got {top_k}"),
         ));
     }
-    if let Some(s) = min_score {
-        if !(-1.0..=1.0).contains(&s) {
+    if let Some(c) = min_confidence {
+        if !(0.0..=1.0).contains(&c) {
             return Err(ApiError::invalid(
-                "invalid_min_score",
-                "min_score must be between -1 and 1",
+                "invalid_min_confidence",
+                "min_confidence must be between 0 and 1",
             ));
         }
     }
@@ -92,7 +92,7 @@ fn validate(state: &AppState, req: RecommendRequest) -> Result<Query, ApiError> 
             .filter(|t| !t.is_empty())
             .collect(),
         locale: nonempty(f.locale),
-        min_score,
+        min_confidence,
         include_stale: include_stale.unwrap_or(true),
         include_expired: include_expired.unwrap_or(false),
     })
@@ -136,6 +136,8 @@ fn render(r: &Recommendations, started: Instant) -> serde_json::Value {
                 "question": a.question,
                 "answer": a.answer,
                 "score": round6(x.score),
+                "confidence": round6(x.confidence),
+                "signals": {"dense": round6(x.dense), "lexical": round6(x.lexical)},
                 "matched_text": x.matched_text,
                 "matched_field": x.matched_role.as_str(),
                 "category": a.category,
@@ -150,7 +152,7 @@ fn render(r: &Recommendations, started: Instant) -> serde_json::Value {
         "request_id": uuid::Uuid::new_v4().to_string(),
         "results": results,
         "handoff": r.handoff,
-        "threshold": round6(r.threshold),
+        "min_confidence": round6(r.min_confidence),
         "took_ms": started.elapsed().as_secs_f64() * 1000.0,
         "index_version": r.index_version,
     })
@@ -174,7 +176,7 @@ pub struct SuggestParams {
     /// Comma-separated.
     tags: Option<String>,
     locale: Option<String>,
-    min_score: Option<f32>,
+    min_confidence: Option<f32>,
     include_stale: Option<bool>,
     include_expired: Option<bool>,
 }
@@ -196,7 +198,7 @@ pub async fn suggest(
             tags,
             locale: p.locale,
         }),
-        min_score: p.min_score,
+        min_confidence: p.min_confidence,
         include_stale: p.include_stale,
         include_expired: p.include_expired,
     };

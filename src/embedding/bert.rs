@@ -304,6 +304,10 @@ impl Embedder for CandleBert {
         &self.profile.model_id
     }
 
+    fn calibration(&self) -> Option<crate::recommend::rank::Calibration> {
+        Some(self.profile.calibration())
+    }
+
     fn dimension(&self) -> usize {
         self.config.hidden_size
     }

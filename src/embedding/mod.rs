@@ -105,6 +105,10 @@ pub trait Embedder: Send + Sync {
     fn dimension(&self) -> usize;
     /// Embeds a batch of texts of one kind. Results are in input order.
     fn embed(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Embedding>, EmbedError>;
+    /// The confidence calibration stored with the model's settings, if any.
+    fn calibration(&self) -> Option<crate::recommend::rank::Calibration> {
+        None
+    }
 }
 
 /// Cosine similarity of two vectors (not assumed normalised).

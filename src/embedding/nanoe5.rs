@@ -491,6 +491,7 @@ pub fn convert(
         model_id: "intfloat/multilingual-e5-small".into(),
         query_prefix: "query: ".into(),
         passage_prefix: "passage: ".into(),
+        calibration: None,
     };
     let kefu = json!({
         "model_id": profile.model_id,

@@ -1,6 +1,7 @@
-//! The vector index: an HNSW graph (hnsw_rs, cosine distance) over every
+//! The search index: an HNSW graph (hnsw_rs, cosine distance) over every
 //! indexed text of every answer (standard question, variants, answer text),
-//! with the exact vectors kept beside it for re-scoring.
+//! with the exact vectors kept beside it for re-scoring, and a BM25 index
+//! ([`lexical`]) over the same texts.
 //!
 //! Invariants: a [`VectorIndex`] is immutable once built; the live one is
 //! swapped atomically by the recommendation engine. Point ids are positions
@@ -21,6 +22,9 @@ use hnsw_rs::prelude::{DistCosine, Hnsw};
 use serde::{Deserialize, Serialize};
 
 use crate::store::TextRole;
+
+pub mod lexical;
+pub use lexical::{LexicalIndex, LexicalQuery};
 
 /// Errors while saving or loading an index.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,14 @@ pub struct Manifest {
     pub dimension: usize,
     pub points: usize,
     pub built_at: String,
+    /// How standard questions and variants were embedded: `query` (the
+    /// query prefix on both sides) or `passage`.
+    #[serde(default = "default_question_kind")]
+    pub question_kind: String,
+}
+
+fn default_question_kind() -> String {
+    "query".into()
 }
 
 /// HNSW parameters (hnsw_rs naming).
@@ -62,6 +74,7 @@ pub struct VectorIndex {
     points: Vec<PointMeta>,
     vectors: Vec<f32>,
     by_answer: HashMap<Arc<str>, Vec<usize>>,
+    lexical: LexicalIndex,
     manifest: Manifest,
 }
 
@@ -93,6 +106,7 @@ impl VectorIndex {
                 dimension,
                 points: 0,
                 built_at: String::new(),
+                question_kind: default_question_kind(),
             },
             Vec::new(),
             Vec::new(),
@@ -110,13 +124,21 @@ impl VectorIndex {
             hnsw.parallel_insert_slice(&rows);
         }
         let by_answer = group(&points);
+        let lexical =
+            LexicalIndex::build(&points.iter().map(|p| p.text.as_str()).collect::<Vec<_>>());
         Self {
             hnsw,
             points,
             vectors,
             by_answer,
+            lexical,
             manifest,
         }
+    }
+
+    /// The BM25 index over the same points.
+    pub fn lexical(&self) -> &LexicalIndex {
+        &self.lexical
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -211,6 +233,14 @@ impl VectorIndex {
             w.write_all(b"\n")?;
         }
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let mut w = BufWriter::new(fs::File::create(tmp.join("lexical.jsonl"))?);
+        serde_json::to_writer(&mut w, &lexical::ANALYZER).expect("a string serialises");
+        w.write_all(b"\n")?;
+        for t in self.lexical.tokens() {
+            serde_json::to_writer(&mut w, t).map_err(|e| IndexError::Corrupt(e.to_string()))?;
+            w.write_all(b"\n")?;
+        }
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         let bytes: Vec<u8> = self.vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
         fs::write(tmp.join("vectors.f32"), bytes)?;
         let manifest = serde_json::to_vec_pretty(&self.manifest).expect("manifest serialises");
@@ -259,15 +289,49 @@ impl VectorIndex {
             }
             hnsw
         };
+        let lexical = load_lexical(dir, &points)?;
         let by_answer = group(&points);
         Ok(Self {
             hnsw,
             points,
             vectors,
             by_answer,
+            lexical,
             manifest,
         })
     }
+}
+
+/// Reads `lexical.jsonl`; re-analyses the points' texts when the file is
+/// missing (an index saved before the lexical leg existed) or was written by
+/// another analyzer. A file that is there but damaged is an error.
+fn load_lexical(dir: &Path, points: &[PointMeta]) -> Result<LexicalIndex, IndexError> {
+    let corrupt =
+        |what: String| IndexError::Corrupt(format!("{}: lexical.jsonl: {what}", dir.display()));
+    let rebuild =
+        || LexicalIndex::build(&points.iter().map(|p| p.text.as_str()).collect::<Vec<_>>());
+    let file = match fs::File::open(dir.join("lexical.jsonl")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(rebuild()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut lines = std::io::BufReader::new(file).lines();
+    let analyzer: String = match lines.next() {
+        Some(l) => serde_json::from_str(&l?).map_err(|e| corrupt(e.to_string()))?,
+        None => return Err(corrupt("empty".into())),
+    };
+    if analyzer != lexical::ANALYZER {
+        return Ok(rebuild());
+    }
+    let mut tokens = Vec::with_capacity(points.len());
+    for line in lines {
+        tokens
+            .push(serde_json::from_str::<Vec<String>>(&line?).map_err(|e| corrupt(e.to_string()))?);
+    }
+    if tokens.len() != points.len() {
+        return Err(corrupt("one line per point expected".into()));
+    }
+    Ok(LexicalIndex::from_tokens(tokens))
 }
 
 /// Dot product (cosine for unit vectors).
@@ -315,6 +379,7 @@ mod tests {
             dimension: dim,
             points: 0,
             built_at: "now".into(),
+            question_kind: "query".into(),
         };
         VectorIndex::build(manifest, points, vectors)
     }
@@ -344,6 +409,23 @@ mod tests {
         assert_eq!(back.points(), idx.points());
         let q = idx.vector(10).to_vec();
         assert_eq!(back.search(&q, 3, 32, &|_| true)[0].0, 10);
+        assert_eq!(back.lexical().tokens(), idx.lexical().tokens());
+        assert!(!back.lexical().tokens()[10].is_empty());
+        // An index saved before the lexical leg existed is re-analysed.
+        fs::remove_file(saved.join("lexical.jsonl")).unwrap();
+        let old = VectorIndex::load(&saved).unwrap();
+        assert_eq!(old.lexical().tokens(), idx.lexical().tokens());
+        // A damaged lexical file is an error.
+        fs::write(
+            saved.join("lexical.jsonl"),
+            format!("\"{}\"\n[1,2]\n", lexical::ANALYZER),
+        )
+        .unwrap();
+        assert!(VectorIndex::load(&saved).is_err());
+        // One written by another analyzer is re-analysed.
+        fs::write(saved.join("lexical.jsonl"), "\"old/0\"\n[\"x\"]\n").unwrap();
+        let other = VectorIndex::load(&saved).unwrap();
+        assert_eq!(other.lexical().tokens(), idx.lexical().tokens());
         // A damaged folder is an error, not a panic.
         fs::write(saved.join("vectors.f32"), b"xx").unwrap();
         assert!(VectorIndex::load(&saved).is_err());

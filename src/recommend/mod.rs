@@ -7,10 +7,12 @@
 //! Invariants: a write is committed to the store before the catalog changes,
 //! so a deleted answer is excluded from search from the moment `delete`
 //! returns; searches filter inside the graph search by the catalog's current
-//! state (category, tags, locale, status, validity); scores are exact
-//! cosines recomputed over every indexed text of each candidate answer.
+//! state (category, tags, locale, status, validity); both legs' signals are
+//! computed exactly over every indexed text of each candidate answer, and
+//! fused and calibrated by [`rank`].
 
 pub mod freshness;
+pub mod rank;
 mod reindex;
 
 use std::collections::HashMap;
@@ -21,9 +23,10 @@ use arc_swap::ArcSwap;
 use time::OffsetDateTime;
 
 use crate::embedding::{EmbedError, Embedder, TextKind};
-use crate::index::{dot, VectorIndex};
+use crate::index::{dot, LexicalQuery, PointMeta, VectorIndex};
 use crate::store::{Answer, AnswerInput, SqliteStore, Status, StoreError, TextRole, UpsertOutcome};
 pub use freshness::{AgePolicy, Flag, Freshness};
+use rank::{Calibration, Candidate, Candidates, Fusion};
 pub use reindex::{JobState, JobStatus, ReindexMode};
 
 /// Engine errors, mapped to HTTP statuses by the API layer.
@@ -42,20 +45,50 @@ pub enum EngineError {
 /// Tunables of the engine.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Default hand-off threshold on the best score.
-    pub min_score: f32,
     /// When answers count as stale by age.
     pub age: AgePolicy,
     /// HNSW search breadth.
     pub ef_search: usize,
+    /// How many texts each leg contributes as candidates (at least).
+    pub candidates: usize,
+    /// How the legs are fused.
+    pub fusion: Fusion,
+    /// Confidence model and default hand-off threshold; `None`: the one
+    /// stored with the model's settings (resolved when the engine opens).
+    pub calibration: Option<Calibration>,
+    /// Overrides the calibration's hand-off threshold.
+    pub min_confidence: Option<f32>,
+    /// How standard questions and variants are embedded: as queries (the
+    /// query prefix on both sides, the default) or as passages.
+    pub question_kind: TextKind,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            min_score: 0.86,
             age: AgePolicy::default(),
             ef_search: 128,
+            candidates: 50,
+            fusion: Fusion::default(),
+            calibration: None,
+            min_confidence: None,
+            question_kind: TextKind::Query,
+        }
+    }
+}
+
+impl Settings {
+    /// The default hand-off threshold on confidence.
+    pub fn min_confidence(&self) -> f32 {
+        self.min_confidence
+            .unwrap_or_else(|| self.calibration().min_confidence)
+    }
+
+    /// The confidence model in use.
+    pub fn calibration(&self) -> std::borrow::Cow<'_, Calibration> {
+        match &self.calibration {
+            Some(c) => std::borrow::Cow::Borrowed(c),
+            None => std::borrow::Cow::Owned(Calibration::uncalibrated()),
         }
     }
 }
@@ -68,7 +101,8 @@ pub struct Query {
     pub category: Option<String>,
     pub tags: Vec<String>,
     pub locale: Option<String>,
-    pub min_score: Option<f32>,
+    /// Hand-off threshold on the top result's confidence (default: the settings').
+    pub min_confidence: Option<f32>,
     pub include_stale: bool,
     pub include_expired: bool,
 }
@@ -77,7 +111,13 @@ pub struct Query {
 #[derive(Debug, Clone)]
 pub struct Recommendation {
     pub answer: Arc<Answer>,
+    /// The fused ranking score.
     pub score: f32,
+    /// Probability that this is a right answer (calibrated).
+    pub confidence: f32,
+    /// The legs' signals: best cosine and normalised BM25 over the answer's texts.
+    pub dense: f32,
+    pub lexical: f32,
     pub matched_text: String,
     pub matched_role: TextRole,
     pub freshness: Freshness,
@@ -88,7 +128,8 @@ pub struct Recommendation {
 pub struct Recommendations {
     pub results: Vec<Recommendation>,
     pub handoff: bool,
-    pub threshold: f32,
+    /// The confidence threshold used for `handoff`.
+    pub min_confidence: f32,
     pub index_version: u64,
 }
 
@@ -102,6 +143,8 @@ pub struct IndexStatus {
     pub model_id: String,
     pub index_version: u64,
     pub built_at: Option<String>,
+    /// How many distinct terms the lexical index holds.
+    pub lexical_terms: usize,
 }
 
 /// The engine.
@@ -128,8 +171,15 @@ impl Engine {
     pub fn open(
         data_dir: &Path,
         embedder: Arc<dyn Embedder>,
-        settings: Settings,
+        mut settings: Settings,
     ) -> Result<(Arc<Self>, bool), EngineError> {
+        if settings.calibration.is_none() {
+            settings.calibration = Some(
+                embedder
+                    .calibration()
+                    .unwrap_or_else(Calibration::uncalibrated),
+            );
+        }
         let store = Arc::new(SqliteStore::open(data_dir)?);
         let catalog = store
             .all()?
@@ -138,7 +188,8 @@ impl Engine {
             .collect();
         let root = index_root(data_dir);
         std::fs::create_dir_all(&root).map_err(StoreError::from)?;
-        let (index, needs_build) = reindex::load_current(&store, &root, embedder.as_ref());
+        let (index, needs_build) =
+            reindex::load_current(&store, &root, embedder.as_ref(), settings.question_kind);
         let engine = Arc::new(Self {
             embedder,
             store,
@@ -226,15 +277,33 @@ impl Engine {
 
     /// Recommends answers for a question.
     pub fn recommend(&self, q: &Query) -> Result<Recommendations, EngineError> {
-        let embedded = self
-            .embedder
-            .embed(&[q.question.as_str()], TextKind::Query)?;
-        let vector = &embedded[0].vector;
-        Ok(self.recommend_vector(vector, q))
+        Ok(self.recommend_traced(q)?.0)
     }
 
-    /// The search part of [`Engine::recommend`], for an embedded question.
-    pub fn recommend_vector(&self, vector: &[f32], q: &Query) -> Recommendations {
+    /// [`Engine::recommend`], also returning every candidate considered
+    /// (what `kefu eval --sweep` re-ranks under other settings).
+    pub fn recommend_traced(
+        &self,
+        q: &Query,
+    ) -> Result<(Recommendations, Candidates), EngineError> {
+        let vector = if self.settings.fusion.mode == rank::Mode::Lexical {
+            Vec::new()
+        } else {
+            let embedded = self
+                .embedder
+                .embed(&[q.question.as_str()], TextKind::Query)?;
+            embedded
+                .into_iter()
+                .next()
+                .map(|e| e.vector)
+                .unwrap_or_default()
+        };
+        Ok(self.recommend_vector(&vector, q))
+    }
+
+    /// The search part of [`Engine::recommend`], for an embedded question
+    /// (an empty vector skips the dense leg).
+    pub fn recommend_vector(&self, vector: &[f32], q: &Query) -> (Recommendations, Candidates) {
         let now = OffsetDateTime::now_utc();
         let index = self.index();
         let catalog = self.catalog();
@@ -246,53 +315,116 @@ impl Engine {
                 && (q.include_expired || !freshness::is_expired(a, now))
                 && (q.include_stale || !freshness::is_stale(a, now, &self.settings.age))
         };
-        let keep =
-            |p: &crate::index::PointMeta| catalog.get(&*p.answer_id).is_some_and(|a| admissible(a));
-        // Several texts per answer: ask for enough points to fill top_k answers.
-        let k_points = (q.top_k * 4).max(20);
-        let ef = self.settings.ef_search.max(k_points);
-        let hits = index.search(vector, k_points, ef, &keep);
-
-        let mut best: Vec<(Arc<str>, usize, f32)> = Vec::new();
-        for (point, _) in hits {
-            let id = &index.point(point).answer_id;
-            if best.iter().any(|(a, ..)| a == id) {
-                continue;
-            }
-            // Exact re-scoring over every indexed text of this answer.
-            let (p, s) = index
-                .points_of(id)
-                .iter()
-                .map(|&p| (p, dot(vector, index.vector(p))))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .unwrap_or((point, dot(vector, index.vector(point))));
-            // f32 rounding can put an exact match a hair above 1.
-            best.push((id.clone(), p, s.clamp(-1.0, 1.0)));
-        }
-        best.sort_by(|a, b| b.2.total_cmp(&a.2));
-        best.truncate(q.top_k);
-
-        let threshold = q.min_score.unwrap_or(self.settings.min_score);
-        let results: Vec<Recommendation> = best
+        let keep = |p: &PointMeta| catalog.get(&*p.answer_id).is_some_and(|a| admissible(a));
+        let cands = self.candidates(&index, vector, &q.question, q.top_k, &keep);
+        let ranked = cands.rank(&self.settings.fusion, &self.settings.calibration(), q.top_k);
+        let min_confidence = q.min_confidence.unwrap_or(self.settings.min_confidence());
+        let results: Vec<Recommendation> = ranked
             .into_iter()
-            .filter_map(|(id, p, score)| {
-                let answer = catalog.get(&*id)?.clone();
-                let point = index.point(p);
+            .filter_map(|r| {
+                let answer = catalog.get(&*r.answer_id)?.clone();
+                let point = index.point(r.point);
                 Some(Recommendation {
                     freshness: self.freshness(&answer, now),
                     answer,
-                    score,
+                    score: r.score,
+                    confidence: r.confidence,
+                    dense: r.dense,
+                    lexical: r.lexical,
                     matched_text: point.text.clone(),
                     matched_role: point.role,
                 })
             })
             .collect();
-        let handoff = results.first().is_none_or(|r| r.score < threshold);
-        Recommendations {
+        let handoff = results
+            .first()
+            .is_none_or(|r| r.confidence < min_confidence);
+        let recs = Recommendations {
             results,
             handoff,
-            threshold,
+            min_confidence,
             index_version: index.manifest().version,
+        };
+        (recs, cands)
+    }
+
+    /// Candidate answers from both legs, each scored exactly over all of
+    /// its texts.
+    fn candidates(
+        &self,
+        index: &VectorIndex,
+        vector: &[f32],
+        question: &str,
+        top_k: usize,
+        keep: &dyn Fn(&PointMeta) -> bool,
+    ) -> Candidates {
+        let mode = self.settings.fusion.mode;
+        // Several texts per answer: ask for enough points to fill top_k answers.
+        let k_points = (top_k * 4).max(self.settings.candidates);
+        let mut ids: Vec<Arc<str>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        if mode != rank::Mode::Lexical && !vector.is_empty() {
+            let ef = self.settings.ef_search.max(k_points);
+            for (p, _) in index.search(vector, k_points, ef, keep) {
+                let id = &index.point(p).answer_id;
+                if seen.insert(id.clone()) {
+                    ids.push(id.clone());
+                }
+            }
+        }
+        let lexical = index.lexical();
+        // Dense-only mode does no lexical work at all (it is the baseline).
+        let lq = if mode == rank::Mode::Dense {
+            LexicalQuery::default()
+        } else {
+            lexical.query(question)
+        };
+        if mode != rank::Mode::Dense {
+            let keep_doc = |d: usize| keep(index.point(d));
+            for (p, _) in lexical.search(&lq, k_points, &keep_doc) {
+                let id = &index.point(p).answer_id;
+                if seen.insert(id.clone()) {
+                    ids.push(id.clone());
+                }
+            }
+        }
+        let list = ids
+            .into_iter()
+            .map(|id| {
+                let points = index.points_of(&id);
+                let cosines: Vec<(usize, f32)> = if vector.is_empty() {
+                    Vec::new()
+                } else {
+                    points
+                        .iter()
+                        .map(|&p| (p, dot(vector, index.vector(p))))
+                        .collect()
+                };
+                let (dense_point, dense) = cosines
+                    .iter()
+                    .copied()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .unwrap_or((points.first().copied().unwrap_or(0), 0.0));
+                let (lexical_point, lex) = points
+                    .iter()
+                    .map(|&p| (p, lexical.score(&lq, p)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .filter(|x| x.1 > 0.0)
+                    .map_or((None, 0.0), |(p, s)| (Some(p), s));
+                Candidate {
+                    answer_id: id,
+                    // f32 rounding can put an exact match a hair above 1.
+                    dense: dense.clamp(-1.0, 1.0),
+                    cosines: cosines.iter().map(|c| c.1).collect(),
+                    dense_point,
+                    lexical: lex,
+                    lexical_point,
+                }
+            })
+            .collect();
+        Candidates {
+            list,
+            coverage: lq.coverage(),
         }
     }
 
@@ -318,6 +450,7 @@ impl Engine {
             model_id: m.model_id.clone(),
             index_version: m.version,
             built_at: (!m.built_at.is_empty()).then(|| m.built_at.clone()),
+            lexical_terms: index.lexical().term_count(),
         }
     }
 

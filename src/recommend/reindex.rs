@@ -160,10 +160,10 @@ pub(super) fn start_worker(engine: &Arc<Engine>) {
         .expect("spawning the reindex thread");
 }
 
-fn kind_of(role: TextRole) -> TextKind {
+fn kind_of(role: TextRole, question_kind: TextKind) -> TextKind {
     match role {
         TextRole::Answer => TextKind::Passage,
-        TextRole::Question | TextRole::Variant => TextKind::Query,
+        TextRole::Question | TextRole::Variant => question_kind,
     }
 }
 
@@ -174,6 +174,7 @@ pub(super) fn load_current(
     store: &SqliteStore,
     root: &Path,
     embedder: &dyn Embedder,
+    question_kind: TextKind,
 ) -> (VectorIndex, bool) {
     let empty = || VectorIndex::empty(embedder.model_id(), embedder.dimension());
     let version = store
@@ -203,7 +204,12 @@ pub(super) fn load_current(
         return (empty(), true);
     }
     match VectorIndex::load(&root.join(format!("v{v}"))) {
-        Ok(index) if index.manifest().dimension == embedder.dimension() => (index, false),
+        Ok(index)
+            if index.manifest().dimension == embedder.dimension()
+                && index.manifest().question_kind == question_kind.to_string() =>
+        {
+            (index, false)
+        }
         Ok(_) => (empty(), true),
         Err(e) => {
             tracing::warn!(error = %e, "the index on disk does not load; it will be rebuilt");
@@ -232,7 +238,7 @@ pub(super) fn run(
                 id.clone(),
                 role,
                 text.to_string(),
-                kind_of(role),
+                kind_of(role, engine.settings.question_kind),
                 hash_text(text),
             ));
         }
@@ -319,6 +325,7 @@ pub(super) fn run(
         dimension: dim,
         points: points.len(),
         built_at: rfc3339(now),
+        question_kind: engine.settings.question_kind.to_string(),
     };
     let index = VectorIndex::build(manifest, points, flat);
     index.save(&engine.index_root)?;

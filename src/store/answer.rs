@@ -327,6 +327,8 @@ impl AnswerInput {
                 .map(|v| (TextRole::Variant, v.as_str())),
         );
         out.push((TextRole::Answer, self.answer.as_str()));
+        // Editors' answers always have both; an evaluation corpus may lack one.
+        out.retain(|(_, t)| !t.is_empty());
         out
     }
 

@@ -241,11 +241,16 @@ fn recommend(base: &str, body: &Value) -> Value {
 
 fn check_results(recs: &Value) {
     let s = scores(recs);
-    for x in &s {
-        assert!(
-            *x > 0.0 && *x <= 1.0 + 1e-5,
-            "score {x} outside (0, 1]: {recs}"
-        );
+    for r in recs["results"].as_array().unwrap() {
+        for x in [
+            &r["score"],
+            &r["confidence"],
+            &r["signals"]["dense"],
+            &r["signals"]["lexical"],
+        ] {
+            let x = x.as_f64().expect("a number");
+            assert!((0.0..=1.0).contains(&x), "{x} outside [0, 1]: {r}");
+        }
     }
     assert!(
         s.windows(2).all(|w| w[0] >= w[1]),
@@ -429,8 +434,11 @@ fn recommend_finds_the_answer_to_a_paraphrase_with_the_full_response_shape() {
         "{recs}"
     );
     assert_eq!(recs["handoff"], false, "{recs}");
+    let index = expect(get(base, "/v1/index"), 200);
+    assert_eq!(recs["min_confidence"], index["min_confidence"], "{recs}");
     assert!(
-        (recs["threshold"].as_f64().unwrap() - 0.86).abs() < 1e-6,
+        recs["results"][0]["confidence"].as_f64().unwrap()
+            >= recs["min_confidence"].as_f64().unwrap(),
         "{recs}"
     );
 
@@ -558,21 +566,47 @@ fn suggest_gives_the_same_answers_as_recommend() {
 }
 
 #[test]
-fn unrelated_questions_hand_off_at_a_high_threshold() {
+fn unrelated_questions_hand_off_at_the_calibrated_threshold() {
     let base = shared();
-    for q in ["asdfgh qwerty zxcv", "今天天气怎么样"] {
-        let recs = recommend(base, &json!({"question": q, "min_score": 0.99}));
+    let exact = recommend(base, &json!({"question": demo_question("returns.how-to")}));
+    assert_eq!(result_ids(&exact)[0], "returns.how-to");
+    assert_eq!(exact["handoff"], false, "{exact}");
+    let exact_confidence = exact["results"][0]["confidence"].as_f64().unwrap();
+    for q in [
+        "asdfgh qwerty zxcv",
+        "who won the football world cup in 1998",
+        "how tall is mount everest",
+    ] {
+        let recs = recommend(base, &json!({"question": q}));
         assert_eq!(recs["handoff"], true, "{q}: {recs}");
-        assert!((recs["threshold"].as_f64().unwrap() - 0.99).abs() < 1e-6);
-        if let Some(top) = scores(&recs).first() {
-            assert!(*top < 0.99, "{q}: top score {top}");
-        }
+        let top = recs["results"][0]["confidence"].as_f64().unwrap();
+        assert!(
+            top < exact_confidence,
+            "{q}: confidence {top} vs exact {exact_confidence}"
+        );
     }
-    // The same threshold does not hand off when an answer matches exactly.
-    let q = demo_question("returns.how-to");
-    let recs = recommend(base, &json!({"question": q, "min_score": 0.99}));
-    assert_eq!(result_ids(&recs)[0], "returns.how-to");
-    assert_eq!(recs["handoff"], false, "{recs}");
+    // Known limit (README, Quality): the calibration was fitted on English
+    // out-of-scope questions; this Chinese one shares 今天 with the variant
+    // 今天下单今天发吗 (cosine 0.89) and is not handed off by default. It
+    // still ranks well below an exact match.
+    let weather = recommend(base, &json!({"question": "今天天气怎么样"}));
+    let top = weather["results"][0]["confidence"].as_f64().unwrap();
+    assert!(
+        top < exact_confidence - 0.2,
+        "confidence {top} vs exact {exact_confidence}"
+    );
+    // A request's own threshold overrides the default both ways.
+    let strict = recommend(
+        base,
+        &json!({"question": demo_question("returns.how-to"), "min_confidence": 1.0}),
+    );
+    assert_eq!(strict["handoff"], true, "{strict}");
+    assert_eq!(strict["min_confidence"], 1.0);
+    let lax = recommend(
+        base,
+        &json!({"question": "今天天气怎么样", "min_confidence": 0.0}),
+    );
+    assert_eq!(lax["handoff"], false, "{lax}");
 }
 
 /// Scores are cosines, documented (and declared in openapi.json) as at most 1:
@@ -1372,7 +1406,23 @@ fn index_status_reports_every_field() {
     assert_eq!(s["model_id"], MODEL_ID);
     assert!(s["index_version"].as_u64().is_some_and(|v| v >= 1));
     assert!(s["built_at"].as_str().is_some_and(|b| b.len() >= 20), "{s}");
-    assert!((s["threshold"].as_f64().unwrap() - 0.86).abs() < 1e-6);
+    let t = s["min_confidence"].as_f64().unwrap();
+    assert!(t > 0.0 && t < 1.0, "{s}");
+    assert_eq!(
+        s["calibration"]["min_confidence"]
+            .as_f64()
+            .map(|c| (c - t).abs() < 1e-6),
+        Some(true),
+        "{s}"
+    );
+    assert!(
+        s["calibration"]["source"]
+            .as_str()
+            .is_some_and(|x| x.contains("kefu eval --calibrate")),
+        "{s}"
+    );
+    assert_eq!(s["retrieval"]["mode"], "hybrid");
+    assert!(s["lexical_terms"].as_u64().is_some_and(|n| n > 500), "{s}");
     assert_eq!(s["ready"], true);
 }
 
@@ -1898,10 +1948,10 @@ fn bad_recommend_requests_get_stable_error_codes() {
         &post_json(
             base,
             "/v1/recommend",
-            &json!({"question": "退货", "min_score": 1.5}),
+            &json!({"question": "退货", "min_confidence": 1.5}),
         ),
         422,
-        "invalid_min_score",
+        "invalid_min_confidence",
     );
     // The same checks on suggest.
     assert_error(&get(base, "/v1/suggest"), 422, "empty_question");

@@ -147,3 +147,160 @@ fn a_missing_model_names_every_place_and_the_fetch_command() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// Writes `files` into a fresh folder and returns it.
+fn eval_files(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn eval_err(files: &[(&str, &str)], extra: &[&str]) -> String {
+    let dir = eval_files(files);
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let (corpus, queries) = (p("corpus.jsonl"), p("queries.jsonl"));
+    let mut args = vec!["eval", "--corpus", &corpus, "--queries", &queries];
+    let oos = p("oos.jsonl");
+    if extra.contains(&"--oos") {
+        args.extend(["--oos", &oos]);
+    }
+    let out = kefu(&args, b"");
+    assert!(!out.status.success(), "bad input accepted: {files:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const CORPUS: &str = r#"{"id": "ship-1", "question": "多久发货", "answer": "", "group": "ship"}
+{"id": "ship-2", "question": "什么时候发货", "answer": "", "group": "ship"}
+{"id": "ret-1", "question": "怎么退货", "answer": "", "group": "ret"}
+{"id": "pay-1", "question": "", "answer": "We accept Visa, Mastercard, Alipay and WeChat Pay.", "group": "pay"}
+"#;
+
+#[test]
+fn eval_refuses_bad_input_files_with_clear_errors() {
+    let q = r#"{"qid": "q1", "query": "啥时候发货", "relevant_ids": ["ship-1"]}"#;
+    let cases: [(&str, &str, &str, &str); 6] = [
+        ("", q, "", "the corpus has no entries"),
+        (
+            r#"{"id": "a", "answer": ""}"#,
+            q,
+            "",
+            "has neither a question nor an answer",
+        ),
+        (r#"{"question": "x"}"#, q, "", "missing field `id`"),
+        (
+            CORPUS,
+            r#"{"qid": "q1", "query": "啥时候发货", "relevant_ids": ["nope"]}"#,
+            "",
+            "relevant id 'nope' is not in the corpus",
+        ),
+        (
+            CORPUS,
+            r#"{"qid": "q1", "relevant_ids": ["ship-1"]}"#,
+            "",
+            "missing field `query`",
+        ),
+        (
+            CORPUS,
+            q,
+            r#"{"qid": "o1", "query": "天气", "relevant_ids": ["ship-1"]}"#,
+            "an out-of-scope query must have no relevant_ids",
+        ),
+    ];
+    for (corpus, queries, oos, expected) in cases {
+        let extra: &[&str] = if oos.is_empty() { &[] } else { &["--oos"] };
+        let err = eval_err(
+            &[
+                ("corpus.jsonl", corpus),
+                ("queries.jsonl", queries),
+                ("oos.jsonl", oos),
+            ],
+            extra,
+        );
+        assert!(err.contains(expected), "expected '{expected}' in: {err}");
+        assert!(
+            err.contains("line") || expected.contains("no entries"),
+            "{err}"
+        );
+    }
+    // A missing file names the path.
+    let out = kefu(
+        &[
+            "eval",
+            "--corpus",
+            "/nonexistent/c.jsonl",
+            "--queries",
+            "/x",
+        ],
+        b"",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/c.jsonl"));
+}
+
+#[test]
+fn eval_measures_a_small_set_through_the_service_pipeline() {
+    let queries = r#"{"qid": "q1", "query": "啥时候能发货呀", "relevant_ids": ["ship-1", "ship-2"]}
+{"qid": "q2", "query": "我想退货怎么弄", "relevant_ids": ["ret-1"]}
+{"qid": "q3", "query": "can I pay with alipay", "relevant_ids": ["pay-1"]}
+"#;
+    let oos = r#"{"qid": "o1", "query": "明天北京天气怎么样", "relevant_ids": []}
+"#;
+    let dir = eval_files(&[("c.jsonl", CORPUS), ("q.jsonl", queries), ("o.jsonl", oos)]);
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let (c, q, o) = (p("c.jsonl"), p("q.jsonl"), p("o.jsonl"));
+    let out = kefu(
+        &[
+            "eval",
+            "--corpus",
+            &c,
+            "--queries",
+            &q,
+            "--oos",
+            &o,
+            "--json",
+            "--sweep",
+            "--per-entry",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["answers"], 4);
+    assert_eq!(r["ranking"]["queries"], 3);
+    // Three clear paraphrases of a four-answer library: all found first.
+    assert_eq!(r["ranking"]["r1"], 1.0, "{r}");
+    assert_eq!(r["handoff"]["oos_queries"], 1);
+    assert_eq!(r["sweep"].as_array().unwrap().len(), 28);
+    // By default the two shipping questions load as one answer.
+    let out = kefu(
+        &[
+            "eval",
+            "--corpus",
+            &c,
+            "--queries",
+            &q,
+            "--retrieval",
+            "lexical",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "4 entries -> 3 answers (entries sharing a group loaded as variants of one answer)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("mode Lexical"), "{text}");
+}

@@ -1,0 +1,351 @@
+//! The lexical leg: Okapi BM25 over the same texts as the vector index.
+//!
+//! Analysis: full-width forms folded to ASCII, lower-cased, segmented by
+//! jieba (search mode, so a long Chinese word also yields its dictionary
+//! sub-words), plus the character bigrams of every run of Chinese characters
+//! (robust to segmentation errors and typos; kept apart from words with a
+//! `#` prefix), English words Porter2-stemmed, punctuation and a short list
+//! of English function words dropped. Chinese function characters are kept:
+//! BM25's IDF already weighs them down, and in short questions they are
+//! sometimes the only words in common.
+//!
+//! Scores are reported normalised to [0, 1) by the query's own ceiling (each
+//! query term contributes at most `idf * (k1 + 1)`; terms the library never
+//! uses count at the highest IDF), so a lexical score says what share of the
+//! question's weight a text covers, comparable across queries.
+//!
+//! Invariants: a [`LexicalIndex`] is immutable; document `i` is point `i` of
+//! the vector index it belongs to. On disk it is the analysed tokens of each
+//! point (`lexical.jsonl`, one JSON array per line, with the analyzer's name
+//! in the first line); postings are rebuilt on load.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use jieba_rs::Jieba;
+use rust_stemmers::{Algorithm, Stemmer};
+
+/// Names the analysis; an index saved with another analyzer is re-analysed on load.
+pub const ANALYZER: &str = "jieba-search+cjk-bigrams+porter2/2";
+
+const K1: f32 = 1.2;
+const B: f32 = 0.75;
+
+const EN_STOP: &[&str] = &[
+    "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "to",
+    "of", "in", "on", "at", "for", "and", "or", "it", "its", "this", "that", "i", "me", "my",
+    "you", "your", "we", "our", "can", "could", "would", "will", "should", "please", "with",
+    "what", "how", "there", "if", "so", "as", "by", "from", "about", "s", "t",
+];
+
+struct Analyzer {
+    jieba: Jieba,
+    stemmer: Stemmer,
+}
+
+fn analyzer() -> &'static Analyzer {
+    static A: OnceLock<Analyzer> = OnceLock::new();
+    A.get_or_init(|| Analyzer {
+        jieba: Jieba::new(),
+        stemmer: Stemmer::create(Algorithm::English),
+    })
+}
+
+/// Loads the segmentation dictionary now rather than on the first query.
+pub fn warm_up() {
+    let _ = analyzer();
+}
+
+fn fold(c: char) -> char {
+    match c {
+        // Full-width ASCII forms and the ideographic space.
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+        '\u{3000}' => ' ',
+        _ => c,
+    }
+    .to_lowercase()
+    .next()
+    .unwrap_or(c)
+}
+
+/// The terms of a text, in order, with repeats.
+pub fn analyze(text: &str) -> Vec<String> {
+    let a = analyzer();
+    let folded: String = text.chars().map(fold).collect();
+    let mut out = Vec::new();
+    for token in a.jieba.cut_for_search(&folded, true) {
+        let w = token.word.trim();
+        if w.is_empty() || !w.chars().any(char::is_alphanumeric) {
+            continue;
+        }
+        if w.is_ascii() {
+            if EN_STOP.contains(&w) {
+                continue;
+            }
+            out.push(a.stemmer.stem(w).into_owned());
+        } else {
+            out.push(w.to_string());
+        }
+    }
+    let mut run: Vec<char> = Vec::new();
+    for c in folded.chars().chain(std::iter::once(' ')) {
+        if is_cjk(c) {
+            run.push(c);
+            continue;
+        }
+        for pair in run.windows(2) {
+            out.push(format!("#{}{}", pair[0], pair[1]));
+        }
+        run.clear();
+    }
+    out
+}
+
+fn is_cjk(c: char) -> bool {
+    matches!(c, '\u{3400}'..='\u{4DBF}' | '\u{4E00}'..='\u{9FFF}' | '\u{F900}'..='\u{FAFF}')
+}
+
+/// A query, analysed against one index.
+#[derive(Debug, Clone, Default)]
+pub struct LexicalQuery {
+    /// (term id, query term frequency) for terms the index knows.
+    terms: Vec<(u32, u32)>,
+    /// The best score any text could reach (normalisation ceiling).
+    ceiling: f32,
+    /// The share of the ceiling from terms the index knows.
+    known: f32,
+}
+
+impl LexicalQuery {
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    /// How much of the question's weight the library's vocabulary covers,
+    /// in [0, 1] (0 for a question with no terms): out-of-scope questions
+    /// tend to use words the library never does.
+    pub fn coverage(&self) -> f32 {
+        if self.ceiling > 0.0 {
+            self.known / self.ceiling
+        } else {
+            0.0
+        }
+    }
+}
+
+/// BM25 over the points of one index version.
+pub struct LexicalIndex {
+    terms: HashMap<String, u32>,
+    idf: Vec<f32>,
+    /// Per term: (document, term frequency).
+    postings: Vec<Vec<(u32, u32)>>,
+    /// Per document: its distinct terms with frequencies, sorted by term.
+    docs: Vec<Vec<(u32, u32)>>,
+    /// Per document: BM25 length normaliser `k1 * (1 - b + b * len / avgdl)`.
+    norm: Vec<f32>,
+    /// The tokens as analysed (what is saved).
+    tokens: Vec<Vec<String>>,
+    max_idf: f32,
+}
+
+impl LexicalIndex {
+    /// Analyses `texts` (document `i` is `texts[i]`).
+    pub fn build<S: AsRef<str>>(texts: &[S]) -> Self {
+        Self::from_tokens(texts.iter().map(|t| analyze(t.as_ref())).collect())
+    }
+
+    /// Builds postings from already-analysed documents.
+    pub fn from_tokens(tokens: Vec<Vec<String>>) -> Self {
+        let mut terms: HashMap<String, u32> = HashMap::new();
+        let mut docs = Vec::with_capacity(tokens.len());
+        for doc in &tokens {
+            let mut tf: HashMap<u32, u32> = HashMap::new();
+            for t in doc {
+                let next = terms.len() as u32;
+                let id = *terms.entry(t.clone()).or_insert(next);
+                *tf.entry(id).or_default() += 1;
+            }
+            let mut tf: Vec<(u32, u32)> = tf.into_iter().collect();
+            tf.sort_unstable();
+            docs.push(tf);
+        }
+        let mut postings = vec![Vec::new(); terms.len()];
+        for (d, doc) in docs.iter().enumerate() {
+            for &(t, f) in doc {
+                postings[t as usize].push((d as u32, f));
+            }
+        }
+        let n = docs.len() as f32;
+        let idf_of = |df: f32| (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+        let idf: Vec<f32> = postings.iter().map(|p| idf_of(p.len() as f32)).collect();
+        let lens: Vec<f32> = tokens.iter().map(|d| d.len() as f32).collect();
+        let avgdl = (lens.iter().sum::<f32>() / n.max(1.0)).max(1.0);
+        let norm = lens
+            .iter()
+            .map(|&l| K1 * (1.0 - B + B * l / avgdl))
+            .collect();
+        Self {
+            terms,
+            idf,
+            postings,
+            docs,
+            norm,
+            tokens,
+            max_idf: idf_of(0.0),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// How many distinct terms the documents use.
+    pub fn term_count(&self) -> usize {
+        self.terms.len()
+    }
+
+    /// The analysed tokens of every document (what is persisted).
+    pub fn tokens(&self) -> &[Vec<String>] {
+        &self.tokens
+    }
+
+    /// Analyses a question against this index.
+    pub fn query(&self, text: &str) -> LexicalQuery {
+        // Ordered, so that sums run in the same order in every process and
+        // a restarted server reports the very same scores.
+        let mut tf: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+        let analysed = analyze(text);
+        for t in &analysed {
+            *tf.entry(t.as_str()).or_default() += 1;
+        }
+        let mut terms = Vec::new();
+        let mut ceiling = 0.0;
+        let mut known = 0.0;
+        for (t, f) in tf {
+            // A repeated query term counts once more, damped like BM25's tf.
+            let qw = (f as f32 * (K1 + 1.0)) / (f as f32 + K1);
+            match self.terms.get(t) {
+                Some(&id) => {
+                    ceiling += qw * self.idf[id as usize] * (K1 + 1.0);
+                    known += qw * self.idf[id as usize] * (K1 + 1.0);
+                    terms.push((id, f));
+                }
+                None => ceiling += qw * self.max_idf * (K1 + 1.0),
+            }
+        }
+        terms.sort_unstable();
+        LexicalQuery {
+            terms,
+            ceiling,
+            known,
+        }
+    }
+
+    fn term_score(&self, term: u32, qf: u32, doc: usize, tf: u32) -> f32 {
+        let qw = (qf as f32 * (K1 + 1.0)) / (qf as f32 + K1);
+        let tf = tf as f32;
+        qw * self.idf[term as usize] * tf * (K1 + 1.0) / (tf + self.norm[doc])
+    }
+
+    /// The normalised score of one document.
+    pub fn score(&self, q: &LexicalQuery, doc: usize) -> f32 {
+        if q.ceiling <= 0.0 || doc >= self.docs.len() {
+            return 0.0;
+        }
+        let d = &self.docs[doc];
+        let mut s = 0.0;
+        for &(t, qf) in &q.terms {
+            if let Ok(i) = d.binary_search_by_key(&t, |&(dt, _)| dt) {
+                s += self.term_score(t, qf, doc, d[i].1);
+            }
+        }
+        s / q.ceiling
+    }
+
+    /// The `k` best documents passing `keep`, with normalised scores, best first.
+    pub fn search(
+        &self,
+        q: &LexicalQuery,
+        k: usize,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Vec<(usize, f32)> {
+        if q.ceiling <= 0.0 || k == 0 {
+            return Vec::new();
+        }
+        let mut acc: HashMap<u32, f32> = HashMap::new();
+        for &(t, qf) in &q.terms {
+            for &(d, tf) in &self.postings[t as usize] {
+                *acc.entry(d).or_default() += self.term_score(t, qf, d as usize, tf);
+            }
+        }
+        let mut out: Vec<(usize, f32)> = acc
+            .into_iter()
+            .filter(|&(d, _)| keep(d as usize))
+            .map(|(d, s)| (d as usize, s / q.ceiling))
+            .collect();
+        let by_score = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if out.len() > k {
+            out.select_nth_unstable_by(k - 1, by_score);
+            out.truncate(k);
+        }
+        out.sort_by(by_score);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_chinese_and_stems_english() {
+        let t = analyze("退货运费谁承担？Returning ORDERS");
+        // jieba cuts 退/货运费 here; the character bigrams still hold 退货.
+        assert!(t.contains(&"#退货".to_string()), "{t:?}");
+        assert!(t.contains(&"运费".to_string()), "{t:?}");
+        assert!(t.contains(&"承担".to_string()), "{t:?}");
+        assert!(t.contains(&"return".to_string()), "{t:?}");
+        assert!(t.contains(&"order".to_string()), "{t:?}");
+        assert!(!t.iter().any(|w| w == "？" || w == "?"));
+        // Full-width letters fold to ASCII.
+        assert_eq!(analyze("ＶＩＰ"), vec!["vip".to_string()]);
+    }
+
+    #[test]
+    fn ranks_by_shared_rare_terms_and_normalises() {
+        let idx = LexicalIndex::build(&[
+            "怎么申请退货退款",
+            "发票怎么开",
+            "how do I track my order",
+            "会员积分怎么用",
+        ]);
+        let q = idx.query("退货");
+        let hits = idx.search(&q, 3, &|_| true);
+        assert_eq!(hits[0].0, 0);
+        assert!(hits[0].1 > 0.0 && hits[0].1 < 1.0);
+        let q = idx.query("tracking orders");
+        assert_eq!(idx.search(&q, 3, &|_| true)[0].0, 2);
+        // The filter is applied; an unknown word matches nothing.
+        assert!(idx.search(&q, 3, &|d| d != 2).is_empty());
+        assert!(idx.search(&idx.query("量子力学"), 3, &|_| true).is_empty());
+        // A query covering a document's words fully scores higher than a partial one.
+        let full = idx.score(&idx.query("发票怎么开"), 1);
+        let part = idx.score(&idx.query("发票怎么开 量子力学"), 1);
+        assert!(full > part && part > 0.0, "{full} {part}");
+    }
+
+    #[test]
+    fn rebuilds_the_same_from_saved_tokens() {
+        let a = LexicalIndex::build(&["退货运费谁出", "shipping to Canada"]);
+        let b = LexicalIndex::from_tokens(a.tokens().to_vec());
+        let q = a.query("运费");
+        assert_eq!(
+            a.search(&q, 2, &|_| true),
+            b.search(&b.query("运费"), 2, &|_| true)
+        );
+    }
+}
