@@ -173,6 +173,8 @@ impl Engine {
         embedder: Arc<dyn Embedder>,
         mut settings: Settings,
     ) -> Result<(Arc<Self>, bool), EngineError> {
+        // Load the segmentation dictionary now, not on the first question.
+        crate::index::lexical::warm_up();
         if settings.calibration.is_none() {
             settings.calibration = Some(
                 embedder
