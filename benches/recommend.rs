@@ -36,19 +36,6 @@ fn engine(dir: &Path, model: Arc<CandleBert>, mode: Mode) -> Arc<Engine> {
     Engine::open(dir, model, settings).expect("engine opens").0
 }
 
-fn query(q: &str) -> Query {
-    Query {
-        question: q.to_string(),
-        top_k: 5,
-        category: None,
-        tags: Vec::new(),
-        locale: None,
-        min_confidence: None,
-        include_stale: true,
-        include_expired: false,
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let files = resolve_model("multilingual-e5-small", &root.join("models"))
@@ -81,7 +68,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("search_only/{name}"), |b| {
             b.iter(|| {
                 i = (i + 1) % QUESTIONS.len();
-                e.recommend_vector(&vectors[i], &query(QUESTIONS[i]))
+                e.recommend_vector(&vectors[i], &Query::new(QUESTIONS[i], 5))
             })
         });
         drop(e);
@@ -91,7 +78,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("end_to_end/hybrid", |b| {
         b.iter(|| {
             i = (i + 1) % QUESTIONS.len();
-            e.recommend(&query(QUESTIONS[i])).unwrap()
+            e.recommend(&Query::new(QUESTIONS[i], 5)).unwrap()
         })
     });
     g.finish();

@@ -660,14 +660,9 @@ fn eval(args: EvalArgs) -> Result<()> {
 fn recommend(args: RecommendArgs) -> Result<()> {
     let engine = open_engine(&args.data, &args.model, args.engine.settings())?;
     let query = Query {
-        question: args.question,
-        top_k: args.top_k.clamp(1, 50),
         category: args.category,
-        tags: Vec::new(),
         locale: args.locale,
-        min_confidence: None,
-        include_stale: true,
-        include_expired: false,
+        ..Query::new(args.question, args.top_k.clamp(1, 50))
     };
     let recs = engine.recommend(&query)?;
     for r in &recs.results {

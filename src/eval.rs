@@ -598,14 +598,8 @@ pub fn run(
     let mut traces: Vec<(Candidates, HashSet<&str>)> = Vec::with_capacity(all.len());
     for (i, q) in all.iter().enumerate() {
         let query = Query {
-            question: q.query.clone(),
-            top_k: 10,
-            category: None,
-            tags: Vec::new(),
-            locale: None,
-            min_confidence: None,
-            include_stale: true,
             include_expired: true,
+            ..Query::new(q.query.as_str(), 10)
         };
         let t = Instant::now();
         let (_, cands) = engine.recommend_traced(&query)?;

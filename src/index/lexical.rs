@@ -117,10 +117,6 @@ pub struct LexicalQuery {
 }
 
 impl LexicalQuery {
-    pub fn is_empty(&self) -> bool {
-        self.terms.is_empty()
-    }
-
     /// How much of the question's weight the library's vocabulary covers,
     /// in [0, 1] (0 for a question with no terms): out-of-scope questions
     /// tend to use words the library never does.
@@ -193,14 +189,6 @@ impl LexicalIndex {
             tokens,
             max_idf: idf_of(0.0),
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.docs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
     }
 
     /// How many distinct terms the documents use.

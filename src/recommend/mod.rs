@@ -107,6 +107,23 @@ pub struct Query {
     pub include_expired: bool,
 }
 
+impl Query {
+    /// A question with no filters and the API's defaults: stale answers
+    /// included, expired ones left out, the default hand-off threshold.
+    pub fn new(question: impl Into<String>, top_k: usize) -> Self {
+        Self {
+            question: question.into(),
+            top_k,
+            category: None,
+            tags: Vec::new(),
+            locale: None,
+            min_confidence: None,
+            include_stale: true,
+            include_expired: false,
+        }
+    }
+}
+
 /// One recommended answer.
 #[derive(Debug, Clone)]
 pub struct Recommendation {

@@ -173,7 +173,7 @@ pub struct Candidate {
 }
 
 /// Every candidate considered for one question.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Candidates {
     pub list: Vec<Candidate>,
     /// The question's lexical coverage ([`crate::index::LexicalQuery::coverage`]).

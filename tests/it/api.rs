@@ -111,7 +111,7 @@ fn http() -> &'static reqwest::blocking::Client {
 
 /// A response: status, body text and the body as JSON (`Null` if not JSON).
 #[derive(Debug)]
-struct Reply {
+pub(crate) struct Reply {
     status: u16,
     content_type: String,
     text: String,
@@ -149,7 +149,7 @@ fn get(base: &str, path: &str) -> Reply {
     send(request(Method::GET, base, path, None))
 }
 
-fn post_json(base: &str, path: &str, body: &Value) -> Reply {
+pub(crate) fn post_json(base: &str, path: &str, body: &Value) -> Reply {
     send(request(Method::POST, base, path, None).json(body))
 }
 
@@ -170,7 +170,7 @@ fn delete(base: &str, path: &str) -> Reply {
 }
 
 /// Asserts a 2xx-style status and returns the JSON body.
-fn expect(reply: Reply, status: u16) -> Value {
+pub(crate) fn expect(reply: Reply, status: u16) -> Value {
     assert_eq!(
         reply.status, status,
         "unexpected status; body: {}",
@@ -179,7 +179,7 @@ fn expect(reply: Reply, status: u16) -> Value {
     reply.json
 }
 
-fn get_json(base: &str, path: &str) -> Value {
+pub(crate) fn get_json(base: &str, path: &str) -> Value {
     expect(get(base, path), 200)
 }
 
@@ -319,7 +319,7 @@ fn start_reindex(base: &str, body: Option<&Value>) -> String {
 }
 
 /// Polls a job until it finishes; asserts it succeeded and returns its state.
-fn wait_job(base: &str, job_id: &str) -> Value {
+pub(crate) fn wait_job(base: &str, job_id: &str) -> Value {
     let started = Instant::now();
     loop {
         let job = get_json(base, &format!("/v1/reindex/{job_id}"));

@@ -148,6 +148,17 @@ fn a_missing_model_names_every_place_and_the_fetch_command() {
     }
 }
 
+/// Runs kefu, asserts it succeeded, and returns its standard output.
+fn kefu_ok(args: &[&str]) -> String {
+    let out = kefu(args, b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Writes `files` into a fresh folder and returns it.
 fn eval_files(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -250,27 +261,19 @@ fn eval_measures_a_small_set_through_the_service_pipeline() {
     let dir = eval_files(&[("c.jsonl", CORPUS), ("q.jsonl", queries), ("o.jsonl", oos)]);
     let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
     let (c, q, o) = (p("c.jsonl"), p("q.jsonl"), p("o.jsonl"));
-    let out = kefu(
-        &[
-            "eval",
-            "--corpus",
-            &c,
-            "--queries",
-            &q,
-            "--oos",
-            &o,
-            "--json",
-            "--sweep",
-            "--per-entry",
-        ],
-        b"",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = kefu_ok(&[
+        "eval",
+        "--corpus",
+        &c,
+        "--queries",
+        &q,
+        "--oos",
+        &o,
+        "--json",
+        "--sweep",
+        "--per-entry",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["answers"], 4);
     assert_eq!(r["ranking"]["queries"], 3);
     // Three clear paraphrases of a four-answer library: all found first.
@@ -278,24 +281,15 @@ fn eval_measures_a_small_set_through_the_service_pipeline() {
     assert_eq!(r["handoff"]["oos_queries"], 1);
     assert_eq!(r["sweep"].as_array().unwrap().len(), 28);
     // By default the two shipping questions load as one answer.
-    let out = kefu(
-        &[
-            "eval",
-            "--corpus",
-            &c,
-            "--queries",
-            &q,
-            "--retrieval",
-            "lexical",
-        ],
-        b"",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = kefu_ok(&[
+        "eval",
+        "--corpus",
+        &c,
+        "--queries",
+        &q,
+        "--retrieval",
+        "lexical",
+    ]);
     assert!(
         text.contains(
             "4 entries -> 3 answers (entries sharing a group loaded as variants of one answer)"

@@ -5,8 +5,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::api::{expect, get_json, post_json, wait_job};
 use crate::common::{kefu_bin, model_dir};
 use crate::server::{client, demo_data_dir, kefu, Server};
+use serde_json::json;
 
 const IMPORT_BATCH: usize = 500;
 
@@ -212,48 +214,37 @@ fn a_second_writer_is_refused_while_the_server_runs() {
 fn lexical_index_follows_reindex_and_survives_restart() {
     let data = demo_data_dir();
     let mut server = Server::start(data.path(), &[]);
-    let c = client();
-    let get = |s: &Server, path: &str| -> serde_json::Value {
-        c.get(s.url(path)).send().unwrap().json().unwrap()
+    let ask = |s: &Server| {
+        expect(
+            post_json(
+                &s.base,
+                "/v1/recommend",
+                &json!({"question": "QX7Z3 保修多久", "top_k": 3}),
+            ),
+            200,
+        )
     };
-    let ask = |s: &Server| -> serde_json::Value {
-        c.post(s.url("/v1/recommend"))
-            .json(&serde_json::json!({"question": "QX7Z3 保修多久", "top_k": 3}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    };
-    let before = get(&server, "/v1/index");
-    let r = c
-        .post(server.url("/v1/answers"))
-        .json(&serde_json::json!({
-            "id": "warranty.qx7z3",
-            "question": "QX7Z3 型号扫地机的保修期是多久？",
-            "answer": "QX7Z3 扫地机整机保修两年，电池保修一年。",
-            "category": "售后服务",
-            "locale": "zh-CN",
-        }))
-        .send()
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().unwrap());
-    let job: serde_json::Value = c
-        .post(server.url("/v1/reindex"))
-        .json(&serde_json::json!({"mode": "incremental"}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let job_url = format!("/v1/reindex/{}", job["job_id"].as_str().unwrap());
-    let started = Instant::now();
-    while get(&server, &job_url)["status"] != "succeeded" {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "reindex never finished"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let after = get(&server, "/v1/index");
+    let before = get_json(&server.base, "/v1/index");
+    expect(
+        post_json(
+            &server.base,
+            "/v1/answers",
+            &json!({
+                "id": "warranty.qx7z3",
+                "question": "QX7Z3 型号扫地机的保修期是多久？",
+                "answer": "QX7Z3 扫地机整机保修两年，电池保修一年。",
+                "category": "售后服务",
+                "locale": "zh-CN",
+            }),
+        ),
+        200,
+    );
+    let job = expect(
+        post_json(&server.base, "/v1/reindex", &json!({"mode": "incremental"})),
+        202,
+    );
+    wait_job(&server.base, job["job_id"].as_str().unwrap());
+    let after = get_json(&server.base, "/v1/index");
     assert!(
         after["lexical_terms"].as_u64().unwrap() > before["lexical_terms"].as_u64().unwrap(),
         "the new answer's words are indexed: {before} -> {after}"
@@ -270,7 +261,7 @@ fn lexical_index_follows_reindex_and_survives_restart() {
 
     assert!(server.stop());
     let server = Server::start(data.path(), &[]);
-    let reloaded = get(&server, "/v1/index");
+    let reloaded = get_json(&server.base, "/v1/index");
     assert_eq!(reloaded["lexical_terms"], after["lexical_terms"]);
     assert_eq!(reloaded["index_version"], after["index_version"]);
     let again = ask(&server);

@@ -39,19 +39,6 @@ struct TestQuestion {
     style: String,
 }
 
-fn query(question: &str) -> Query {
-    Query {
-        question: question.to_string(),
-        top_k: 3,
-        category: None,
-        tags: Vec::new(),
-        locale: None,
-        min_confidence: None,
-        include_stale: true,
-        include_expired: false,
-    }
-}
-
 #[test]
 fn demo_test_set_top1_and_top3() {
     let data = demo_data_dir();
@@ -73,7 +60,9 @@ fn demo_test_set_top1_and_top3() {
     let mut best_scores: Vec<(f32, bool)> = Vec::new();
     let mut misses = Vec::new();
     for q in &questions {
-        let r = engine.recommend(&query(&q.question)).unwrap();
+        let r = engine
+            .recommend(&Query::new(q.question.as_str(), 3))
+            .unwrap();
         let top = r.results.first().map_or(0.0, |x| x.confidence);
         best_scores.push((top, q.expected_id.is_none()));
         let Some(expected) = &q.expected_id else {
