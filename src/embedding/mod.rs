@@ -113,6 +113,29 @@ pub trait Embedder: Send + Sync {
     }
 }
 
+thread_local! {
+    static BACKGROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's embedding calls marked as background work
+/// (reindexing): an encoder that can (the int8 encoder) runs them on
+/// low-priority threads, so questions being answered meanwhile go first.
+pub fn in_background<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BACKGROUND.set(self.0);
+        }
+    }
+    let _restore = Restore(BACKGROUND.replace(true));
+    f()
+}
+
+/// Whether the current thread is inside [`in_background`].
+pub fn is_background() -> bool {
+    BACKGROUND.get()
+}
+
 /// Cosine similarity of two vectors (not assumed normalised).
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);

@@ -281,7 +281,7 @@ pub(super) fn run(
             todo.iter().filter(|t| t.0 == kind).collect();
         for chunk in batch_items.chunks(EMBED_BATCH) {
             let texts: Vec<&str> = chunk.iter().map(|t| t.2.as_str()).collect();
-            let embedded = engine.embedder.embed(&texts, kind)?;
+            let embedded = crate::embedding::in_background(|| engine.embedder.embed(&texts, kind))?;
             let fresh: Vec<(String, Vec<f32>)> = chunk
                 .iter()
                 .zip(embedded)

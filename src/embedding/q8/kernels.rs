@@ -162,6 +162,7 @@ impl Isa {
 /// # Safety
 /// `out` must point to a buffer of at least `rows.end * out_stride` floats
 /// that no other thread writes in this region, and `cols.end <= out_stride`.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn matmul_tile(
     isa: Isa,
     a: &[f32],
@@ -198,6 +199,7 @@ mod avx2 {
     /// Rows per register tile; the tail uses smaller tiles.
     const R: usize = 6;
 
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn matmul(
         a: &[f32],
@@ -306,7 +308,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p.mul_add(r, 8.333_452e-3);
     let p = p.mul_add(r, 4.166_579_6e-2);
     let p = p.mul_add(r, 1.666_666_5e-1);
-    let p = p.mul_add(r, 5.000_000_1e-1);
+    let p = p.mul_add(r, 5.0e-1);
     let y = (p * r).mul_add(r, r) + 1.0;
     let bits = ((n as i32 + 127) as u32) << 23;
     y * f32::from_bits(bits)

@@ -64,6 +64,9 @@ pub struct Q8Encoder {
     isa: Isa,
     threads: usize,
     pool: rayon::ThreadPool,
+    /// The same number of threads at a lower scheduling priority, for
+    /// background work (see [`super::in_background`]).
+    background: rayon::ThreadPool,
 }
 
 /// A pointer shared by tasks that write disjoint parts of one buffer.
@@ -73,6 +76,24 @@ struct Shared(*mut f32);
 // and the buffer outlives the parallel section that uses it.
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so that closures capture the whole `Shared`).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10): on Linux,
+/// `setpriority(PRIO_PROCESS, 0, ..)` applies to the calling thread only.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority has no memory-safety preconditions; a failure
+    // leaves the priority unchanged, which is harmless.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
 
 /// Rows and columns of one matrix-product task.
 const ROW_CHUNK: usize = 48;
@@ -186,6 +207,12 @@ impl Q8Encoder {
             .thread_name(|i| format!("kefu-infer-{i}"))
             .build()
             .map_err(|e| format!("starting {threads} inference threads failed: {e}"))?;
+        let background = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("kefu-bulk-{i}"))
+            .start_handler(|_| lower_priority())
+            .build()
+            .map_err(|e| format!("starting {threads} background threads failed: {e}"))?;
         Ok(Self {
             word,
             positions,
@@ -201,6 +228,7 @@ impl Q8Encoder {
             isa: Isa::detect(),
             threads,
             pool,
+            background,
         })
     }
 
@@ -240,10 +268,15 @@ impl Q8Encoder {
 
     /// Runs `f(i)` for `i in 0..n` on the pool.
     fn par(&self, n: usize, f: impl Fn(usize) + Sync + Send) {
+        let pool = if super::is_background() {
+            &self.background
+        } else {
+            &self.pool
+        };
         if n <= 1 || self.threads == 1 {
             (0..n).for_each(f);
         } else {
-            self.pool.install(|| (0..n).into_par_iter().for_each(f));
+            pool.install(|| (0..n).into_par_iter().for_each(f));
         }
     }
 
@@ -255,13 +288,12 @@ impl Q8Encoder {
         let col_chunks = n.div_ceil(COL_CHUNK);
         let dst = Shared(out.as_mut_ptr());
         self.par(row_chunks * col_chunks, |task| {
-            let dst = dst;
             let (rc, cc) = (task / col_chunks, task % col_chunks);
             let rows = rc * ROW_CHUNK..((rc + 1) * ROW_CHUNK).min(t);
             let cols = cc * COL_CHUNK..((cc + 1) * COL_CHUNK).min(n);
             // SAFETY: tasks write disjoint (rows, cols) blocks of `out`,
             // which is t x n and outlives this call.
-            unsafe { kernels::matmul_tile(self.isa, a, &lin.w, &lin.b, rows, cols, dst.0, n) };
+            unsafe { kernels::matmul_tile(self.isa, a, &lin.w, &lin.b, rows, cols, dst.ptr(), n) };
         });
     }
 
@@ -271,13 +303,12 @@ impl Q8Encoder {
         let chunk = 32;
         let dst = Shared(xs.as_mut_ptr());
         self.par(rows.div_ceil(chunk), |i| {
-            let dst = dst;
             let start = i * chunk;
             let n = chunk.min(rows - start);
             // SAFETY: chunk `i` covers rows start..start+n, disjoint from
             // every other chunk, inside `xs`.
             let part =
-                unsafe { std::slice::from_raw_parts_mut(dst.0.add(start * width), n * width) };
+                unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(start * width), n * width) };
             f(part, start);
         });
     }
@@ -288,9 +319,8 @@ impl Q8Encoder {
         let eps = self.eps;
         let xs = Shared(x.as_mut_ptr());
         self.par_rows(y, h, |part, start| {
-            let xs = xs;
             // SAFETY: the same rows of `x` as `part` covers of `y`.
-            let x = unsafe { std::slice::from_raw_parts_mut(xs.0.add(start * h), part.len()) };
+            let x = unsafe { std::slice::from_raw_parts_mut(xs.ptr().add(start * h), part.len()) };
             for (y, x) in part.iter_mut().zip(x.iter()) {
                 *y += *x;
             }
@@ -397,7 +427,6 @@ impl Q8Encoder {
         let dst = Shared(ctx.as_mut_ptr());
         let isa = self.isa;
         self.par(spans.len() * heads, |task| {
-            let dst = dst;
             let (start, len) = spans[task / heads];
             let head = task % heads;
             let mut scores = Vec::with_capacity(len);
@@ -412,7 +441,7 @@ impl Q8Encoder {
                     base.add(h + head * dh),
                     base.add(2 * h + head * dh),
                     3 * h,
-                    dst.0.add(start * h + head * dh),
+                    dst.ptr().add(start * h + head * dh),
                     h,
                     len,
                     dh,
