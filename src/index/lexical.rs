@@ -154,15 +154,29 @@ impl LexicalIndex {
     pub fn from_tokens(tokens: Vec<Vec<String>>) -> Self {
         let mut terms: HashMap<String, u32> = HashMap::new();
         let mut docs = Vec::with_capacity(tokens.len());
+        let mut ids: Vec<u32> = Vec::new();
         for doc in &tokens {
-            let mut tf: HashMap<u32, u32> = HashMap::new();
+            // Most tokens are already known: look up before allocating a key.
+            ids.clear();
             for t in doc {
-                let next = terms.len() as u32;
-                let id = *terms.entry(t.clone()).or_insert(next);
-                *tf.entry(id).or_default() += 1;
+                let id = match terms.get(t.as_str()) {
+                    Some(&id) => id,
+                    None => {
+                        let id = terms.len() as u32;
+                        terms.insert(t.clone(), id);
+                        id
+                    }
+                };
+                ids.push(id);
             }
-            let mut tf: Vec<(u32, u32)> = tf.into_iter().collect();
-            tf.sort_unstable();
+            ids.sort_unstable();
+            let mut tf: Vec<(u32, u32)> = Vec::new();
+            for &id in &ids {
+                match tf.last_mut() {
+                    Some((last, f)) if *last == id => *f += 1,
+                    _ => tf.push((id, 1)),
+                }
+            }
             docs.push(tf);
         }
         let mut postings = vec![Vec::new(); terms.len()];

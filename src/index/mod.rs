@@ -1,12 +1,12 @@
-//! The search index: an HNSW graph (hnsw_rs, cosine distance) over every
-//! indexed text of every answer (standard question, variants, answer text),
-//! with the exact vectors kept beside it for re-scoring, and a BM25 index
-//! ([`lexical`]) over the same texts.
+//! The search index: an HNSW graph (built by hnsw_rs, cosine distance, then
+//! kept and searched as flat arrays, see `graph.rs`) over every indexed text of
+//! every answer (standard question, variants, answer text), searched over the
+//! exact vectors, and a BM25 index ([`lexical`]) over the same texts.
 //!
 //! Invariants: a [`VectorIndex`] is immutable once built; the live one is
 //! swapped atomically by the recommendation engine. Point ids are positions
-//! in `points`; deleted or replaced texts are never removed from the graph
-//! (hnsw_rs cannot delete): callers exclude them with the search filter, and
+//! in `points`; deleted or replaced texts are never removed from the graph:
+//! callers exclude them with the search filter, and
 //! a rebuild compacts them away. On disk a version lives in its own folder
 //! (`v{N}/`), written under a temporary name and renamed into place.
 
@@ -16,14 +16,16 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hnsw_rs::api::AnnT;
 use hnsw_rs::hnswio::HnswIo;
-use hnsw_rs::prelude::{DistCosine, Hnsw};
+use hnsw_rs::prelude::Hnsw;
 use serde::{Deserialize, Serialize};
 
 use crate::store::TextRole;
 
+mod distance;
+mod graph;
 pub mod lexical;
+pub use distance::{dot, DistCosine};
 pub use lexical::{LexicalIndex, LexicalQuery};
 
 /// Errors while saving or loading an index.
@@ -66,26 +68,18 @@ fn default_question_kind() -> String {
 const MAX_CONNECTIONS: usize = 24;
 const EF_CONSTRUCTION: usize = 200;
 const MAX_LAYERS: usize = 16;
+/// The graph as hnsw_rs dumped it (indexes saved before `graph.bin`).
 const BASENAME: &str = "hnsw";
+const GRAPH_FILE: &str = "graph.bin";
 
 /// An immutable index version.
 pub struct VectorIndex {
-    hnsw: Hnsw<'static, f32, DistCosine>,
+    graph: graph::Graph,
     points: Vec<PointMeta>,
     vectors: Vec<f32>,
     by_answer: HashMap<Arc<str>, Vec<usize>>,
     lexical: LexicalIndex,
     manifest: Manifest,
-}
-
-fn new_hnsw(capacity: usize) -> Hnsw<'static, f32, DistCosine> {
-    Hnsw::new(
-        MAX_CONNECTIONS,
-        capacity.max(1),
-        MAX_LAYERS,
-        EF_CONSTRUCTION,
-        DistCosine {},
-    )
 }
 
 fn group(points: &[PointMeta]) -> HashMap<Arc<str>, Vec<usize>> {
@@ -118,16 +112,12 @@ impl VectorIndex {
         let dim = manifest.dimension;
         assert_eq!(points.len() * dim, vectors.len(), "one vector per point");
         manifest.points = points.len();
-        let hnsw = new_hnsw(points.len());
-        let rows: Vec<(&[f32], usize)> = vectors.chunks_exact(dim).zip(0..).collect();
-        if !rows.is_empty() {
-            hnsw.parallel_insert_slice(&rows);
-        }
+        let graph = graph::build(&vectors, dim, MAX_CONNECTIONS, EF_CONSTRUCTION, MAX_LAYERS);
         let by_answer = group(&points);
         let lexical =
             LexicalIndex::build(&points.iter().map(|p| p.text.as_str()).collect::<Vec<_>>());
         Self {
-            hnsw,
+            graph,
             points,
             vectors,
             by_answer,
@@ -177,7 +167,14 @@ impl VectorIndex {
     }
 
     /// Approximate nearest points that pass `keep`, best first, with their
-    /// exact cosine similarity. The filter runs inside the graph search.
+    /// exact cosine similarity.
+    ///
+    /// The graph is walked without the filter for the `ef` nearest points,
+    /// which are then filtered. Only when fewer than `k` of those pass does
+    /// the filter go inside the walk: hnsw_rs's filtered walk never stops
+    /// early (it drains its whole candidate queue and calls the filter on
+    /// every point it visits), which made every search several times slower
+    /// even with a filter that admits everything.
     pub fn search(
         &self,
         query: &[f32],
@@ -188,14 +185,17 @@ impl VectorIndex {
         if self.points.is_empty() || query.len() != self.manifest.dimension {
             return Vec::new();
         }
-        let filter = |id: &usize| self.points.get(*id).is_some_and(keep);
-        let found = self.hnsw.search_filter(query, k, ef.max(k), Some(&filter));
-        let mut out: Vec<(usize, f32)> = found
-            .into_iter()
-            .map(|n| n.d_id)
-            .filter(|&id| id < self.points.len() && keep(&self.points[id]))
-            .map(|id| (id, dot(query, self.vector(id))))
-            .collect();
+        let ef = ef.max(k);
+        let dim = self.manifest.dimension;
+        let mut out = self.graph.search(&self.vectors, dim, query, ef, None);
+        out.retain(|&(id, _)| keep(&self.points[id]));
+        if out.len() < k {
+            // A selective filter: walk again, returning only admissible points.
+            let admit = |id: usize| keep(&self.points[id]);
+            out = self
+                .graph
+                .search(&self.vectors, dim, query, ef, Some(&admit));
+        }
         if out.len() < k {
             // A selective filter can starve the graph walk: fall back to an
             // exact scan of the admissible points, so a filter never hides an
@@ -218,15 +218,7 @@ impl VectorIndex {
             fs::remove_dir_all(&tmp)?;
         }
         fs::create_dir_all(&tmp)?;
-        if !self.points.is_empty() {
-            let name = self
-                .hnsw
-                .file_dump(&tmp, BASENAME)
-                .map_err(|e| IndexError::Corrupt(format!("dumping the graph: {e}")))?;
-            if name != BASENAME {
-                return Err(IndexError::Corrupt(format!("graph dumped as {name}")));
-            }
-        }
+        self.graph.write(&tmp.join(GRAPH_FILE))?;
         let mut w = BufWriter::new(fs::File::create(tmp.join("points.jsonl"))?);
         for p in &self.points {
             serde_json::to_writer(&mut w, p).map_err(|e| IndexError::Corrupt(e.to_string()))?;
@@ -255,9 +247,22 @@ impl VectorIndex {
     /// Loads a version saved by [`VectorIndex::save`], checking that its
     /// parts agree.
     pub fn load(dir: &Path) -> Result<Self, IndexError> {
+        let started = std::time::Instant::now();
+        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
         let corrupt = |what: String| IndexError::Corrupt(format!("{}: {what}", dir.display()));
         let manifest: Manifest = serde_json::from_slice(&fs::read(dir.join("manifest.json"))?)
             .map_err(|e| corrupt(format!("manifest.json: {e}")))?;
+        // The lexical index (the slowest part: parsing every point's tokens)
+        // loads on its own thread while this one reads the rest.
+        let lexical_job = {
+            let (dir, expected) = (dir.to_path_buf(), manifest.points);
+            std::thread::Builder::new()
+                .name("kefu-load-lexical".into())
+                .spawn(move || {
+                    let t = std::time::Instant::now();
+                    read_lexical(&dir, expected).map(|l| (l, ms(t)))
+                })?
+        };
         let mut points = Vec::with_capacity(manifest.points);
         for line in std::io::BufReader::new(fs::File::open(dir.join("points.jsonl"))?).lines() {
             points.push(
@@ -265,6 +270,8 @@ impl VectorIndex {
                     .map_err(|e| corrupt(format!("points.jsonl: {e}")))?,
             );
         }
+        let points_ms = ms(started);
+        let t = std::time::Instant::now();
         let bytes = fs::read(dir.join("vectors.f32"))?;
         let vectors: Vec<f32> = bytes
             .chunks_exact(4)
@@ -275,24 +282,44 @@ impl VectorIndex {
         {
             return Err(corrupt("points, vectors and manifest disagree".into()));
         }
-        let hnsw = if points.is_empty() {
-            new_hnsw(1)
+        let vectors_ms = ms(t);
+        let t = std::time::Instant::now();
+        let graph = if dir.join(GRAPH_FILE).exists() {
+            graph::Graph::read(&dir.join(GRAPH_FILE))
+                .map_err(|e| corrupt(format!("{GRAPH_FILE}: {e}")))?
+        } else if points.is_empty() {
+            graph::Graph::default()
         } else {
-            // hnsw_rs ties the loaded graph's lifetime to its loader; without
-            // memory-mapping the graph owns its data, so the small loader is
-            // leaked once per load to give the graph a 'static lifetime.
-            let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, BASENAME)));
-            let hnsw: Hnsw<'static, f32, DistCosine> =
+            // Saved before graph.bin: load hnsw_rs's dump and copy it out.
+            let mut io = HnswIo::new(dir, BASENAME);
+            let hnsw: Hnsw<'_, f32, DistCosine> =
                 io.load_hnsw().map_err(|e| corrupt(format!("graph: {e}")))?;
-            if hnsw.get_nb_point() != points.len() {
-                return Err(corrupt("graph and points disagree".into()));
-            }
-            hnsw
+            graph::Graph::from_hnsw(&hnsw, points.len())
         };
-        let lexical = load_lexical(dir, &points)?;
+        if graph.len() != points.len() {
+            return Err(corrupt("graph and points disagree".into()));
+        }
+        let graph_ms = ms(t);
+        let (lexical, lexical_ms) = match lexical_job.join() {
+            Ok(result) => result?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        // Missing, or written by another analyzer: re-analyse the texts.
+        let lexical = lexical.unwrap_or_else(|| {
+            LexicalIndex::build(&points.iter().map(|p| p.text.as_str()).collect::<Vec<_>>())
+        });
         let by_answer = group(&points);
+        tracing::info!(
+            points = points.len(),
+            points_ms,
+            vectors_ms,
+            graph_ms,
+            lexical_ms,
+            total_ms = ms(started),
+            "index loaded"
+        );
         Ok(Self {
-            hnsw,
+            graph,
             points,
             vectors,
             by_answer,
@@ -302,17 +329,16 @@ impl VectorIndex {
     }
 }
 
-/// Reads `lexical.jsonl`; re-analyses the points' texts when the file is
-/// missing (an index saved before the lexical leg existed) or was written by
-/// another analyzer. A file that is there but damaged is an error.
-fn load_lexical(dir: &Path, points: &[PointMeta]) -> Result<LexicalIndex, IndexError> {
+/// Reads `lexical.jsonl` (`expected` documents); `None` when the points'
+/// texts must be re-analysed: the file is missing (an index saved before the
+/// lexical leg existed) or was written by another analyzer. A file that is
+/// there but damaged is an error.
+fn read_lexical(dir: &Path, expected: usize) -> Result<Option<LexicalIndex>, IndexError> {
     let corrupt =
         |what: String| IndexError::Corrupt(format!("{}: lexical.jsonl: {what}", dir.display()));
-    let rebuild =
-        || LexicalIndex::build(&points.iter().map(|p| p.text.as_str()).collect::<Vec<_>>());
     let file = match fs::File::open(dir.join("lexical.jsonl")) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(rebuild()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let mut lines = std::io::BufReader::new(file).lines();
@@ -321,22 +347,17 @@ fn load_lexical(dir: &Path, points: &[PointMeta]) -> Result<LexicalIndex, IndexE
         None => return Err(corrupt("empty".into())),
     };
     if analyzer != lexical::ANALYZER {
-        return Ok(rebuild());
+        return Ok(None);
     }
-    let mut tokens = Vec::with_capacity(points.len());
+    let mut tokens = Vec::with_capacity(expected);
     for line in lines {
         tokens
             .push(serde_json::from_str::<Vec<String>>(&line?).map_err(|e| corrupt(e.to_string()))?);
     }
-    if tokens.len() != points.len() {
+    if tokens.len() != expected {
         return Err(corrupt("one line per point expected".into()));
     }
-    Ok(LexicalIndex::from_tokens(tokens))
-}
-
-/// Dot product (cosine for unit vectors).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    Ok(Some(LexicalIndex::from_tokens(tokens)))
 }
 
 #[cfg(test)]
@@ -399,6 +420,27 @@ mod tests {
     }
 
     #[test]
+    fn a_selective_filter_still_finds_the_best_admissible_points() {
+        let idx = sample(400, 16);
+        let q = idx.vector(5).to_vec();
+        // Three answers out of 200 are admissible; the query sits elsewhere.
+        let keep = |p: &PointMeta| ["a70", "a140", "a190"].contains(&&*p.answer_id);
+        let hits = idx.search(&q, 4, 16, &keep);
+        let mut exact: Vec<(usize, f32)> = (0..idx.len())
+            .filter(|&i| keep(idx.point(i)))
+            .map(|i| (i, dot(&q, idx.vector(i))))
+            .collect();
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+        exact.truncate(4);
+        assert_eq!(hits, exact);
+        // A permissive filter gets the unfiltered walk's answer.
+        let all = idx.search(&q, 10, 64, &|_| true);
+        assert_eq!(all.len(), 10);
+        assert_eq!(all[0].0, 5);
+        assert!(all.windows(2).all(|w| w[0].1 >= w[1].1));
+    }
+
+    #[test]
     fn save_and_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let idx = sample(100, 8);
@@ -428,6 +470,30 @@ mod tests {
         assert_eq!(other.lexical().tokens(), idx.lexical().tokens());
         // A damaged folder is an error, not a panic.
         fs::write(saved.join("vectors.f32"), b"xx").unwrap();
+        assert!(VectorIndex::load(&saved).is_err());
+    }
+
+    #[test]
+    fn loads_a_graph_saved_by_hnsw_rs_and_refuses_a_damaged_one() {
+        use hnsw_rs::api::AnnT;
+        let dir = tempfile::tempdir().unwrap();
+        let idx = sample(120, 8);
+        let saved = idx.save(dir.path()).unwrap();
+        // An index saved before graph.bin held hnsw_rs's dump instead.
+        let hnsw: Hnsw<'_, f32, DistCosine> = Hnsw::new(24, 120, 16, 200, DistCosine);
+        let rows: Vec<(&[f32], usize)> = (0..120).map(|i| (idx.vector(i), i)).collect();
+        hnsw.parallel_insert_slice(&rows);
+        hnsw.file_dump(&saved, BASENAME).unwrap();
+        fs::remove_file(saved.join(GRAPH_FILE)).unwrap();
+        let old = VectorIndex::load(&saved).unwrap();
+        for i in [0, 33, 119] {
+            let q = idx.vector(i).to_vec();
+            assert_eq!(old.search(&q, 3, 32, &|_| true)[0].0, i);
+        }
+        // A truncated graph.bin is an error, not a panic.
+        idx.graph.write(&saved.join(GRAPH_FILE)).unwrap();
+        let bytes = fs::read(saved.join(GRAPH_FILE)).unwrap();
+        fs::write(saved.join(GRAPH_FILE), &bytes[..bytes.len() - 3]).unwrap();
         assert!(VectorIndex::load(&saved).is_err());
     }
 
