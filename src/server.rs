@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use crate::api::metrics::Instrumented;
 use crate::api::{router, ApiSettings, AppState, Metrics};
 use crate::embedding::{resolve_model, CandleBert, EmbedOptions, Embedder};
+use crate::recommend::batcher::{BatchSettings, EmbedQueue};
 use crate::recommend::{Engine, ReindexMode, Settings};
 
 /// Everything `serve` needs.
@@ -25,6 +26,8 @@ pub struct ServerConfig {
     pub embed: EmbedOptions,
     pub engine: Settings,
     pub api: ApiSettings,
+    /// The question-embedding queue of recommend and suggest.
+    pub queue: BatchSettings,
 }
 
 /// Refuses to expose an unauthenticated API beyond loopback.
@@ -76,6 +79,13 @@ fn load(state: &AppState, cfg: &ServerConfig) -> Result<()> {
     let (engine, needs_build) = Engine::open(&cfg.data_dir, embedder, cfg.engine.clone())?;
     let metrics = state.metrics.clone();
     engine.on_reindex(Box::new(move |secs| metrics.reindex_seconds.observe(secs)));
+    let queue = EmbedQueue::start(
+        engine.embedder().clone(),
+        cfg.queue,
+        Some(state.metrics.queue_observer()),
+    )
+    .context("starting the embedding worker thread")?;
+    state.queue.store(Some(Arc::new(queue)));
     state.engine.store(Some(engine.clone()));
     if needs_build && !engine.list().is_empty() {
         tracing::info!("no index for this model on disk: building it");

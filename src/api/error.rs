@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::embedding::EmbedError;
+use crate::recommend::batcher::QueueError;
 use crate::recommend::EngineError;
 
 /// An error response.
@@ -15,6 +16,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Option<serde_json::Value>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -24,7 +27,12 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
+    }
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);
@@ -57,7 +65,12 @@ impl IntoResponse for ApiError {
         if let Some(d) = self.details {
             body["error"]["details"] = d;
         }
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        resp
     }
 }
 
@@ -78,6 +91,32 @@ impl From<EngineError> for ApiError {
                 tracing::error!(error = %e, "index failure");
                 Self::internal("the vector index failed")
             }
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Full { capacity } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                format!("{capacity} questions are already waiting for the model; retry shortly"),
+            )
+            .with_retry_after(1),
+            QueueError::Stopped => {
+                tracing::error!("the embedding worker has stopped");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "embedding_unavailable",
+                    "the embedding worker has stopped; the service needs a restart",
+                )
+            }
+            QueueError::Failed(reason) => {
+                tracing::error!(%reason, "embedding worker failure");
+                Self::internal("embedding the text failed")
+            }
+            QueueError::Embed(e) => e.into(),
         }
     }
 }

@@ -1,15 +1,17 @@
 //! Prometheus metrics: requests and latency per route and status, embedding
-//! time and batch sizes, index size, reindex duration.
+//! time and batch sizes, the question queue (depth, requests per batch,
+//! rejections), index size, reindex duration.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::embedding::{EmbedError, Embedder, Embedding, TextKind};
+use crate::recommend::batcher::{BatchInfo, BatchObserver};
 
 /// The registry and every metric kefu exports.
 #[derive(Clone)]
@@ -19,6 +21,9 @@ pub struct Metrics {
     pub latency: HistogramVec,
     pub embed_seconds: HistogramVec,
     pub embed_batch: Histogram,
+    pub queue_depth: IntGauge,
+    pub queue_batch: Histogram,
+    pub queue_rejected: IntCounter,
     pub index_vectors: IntGauge,
     pub index_answers: IntGauge,
     pub reindex_seconds: Histogram,
@@ -53,6 +58,24 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         )
         .expect("metric");
+        let queue_depth = IntGauge::new(
+            "kefu_embed_queue_depth",
+            "Questions waiting for the embedding worker",
+        )
+        .expect("metric");
+        let queue_batch = Histogram::with_opts(
+            HistogramOpts::new(
+                "kefu_embed_queue_batch_requests",
+                "Recommend requests embedded together in one batch",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        )
+        .expect("metric");
+        let queue_rejected = IntCounter::new(
+            "kefu_embed_queue_rejected_total",
+            "Recommend requests refused (429 busy) because the embedding queue was full",
+        )
+        .expect("metric");
         let index_vectors =
             IntGauge::new("kefu_index_vectors", "Vectors in the live index").expect("metric");
         let index_answers =
@@ -70,6 +93,9 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(embed_seconds.clone()),
             Box::new(embed_batch.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(queue_batch.clone()),
+            Box::new(queue_rejected.clone()),
             Box::new(index_vectors.clone()),
             Box::new(index_answers.clone()),
             Box::new(reindex_seconds.clone()),
@@ -82,10 +108,22 @@ impl Metrics {
             latency,
             embed_seconds,
             embed_batch,
+            queue_depth,
+            queue_batch,
+            queue_rejected,
             index_vectors,
             index_answers,
             reindex_seconds,
         }
+    }
+
+    /// An observer for the embedding queue's worker: batch sizes and depth.
+    pub fn queue_observer(&self) -> BatchObserver {
+        let (depth, batch) = (self.queue_depth.clone(), self.queue_batch.clone());
+        Box::new(move |b: BatchInfo| {
+            depth.set(b.depth as i64);
+            batch.observe(b.requests as f64);
+        })
     }
 
     /// The text exposition format.

@@ -1,6 +1,8 @@
 //! The HTTP API (axum): routes, shared state, auth and metrics middleware,
 //! JSON errors. Only this module knows axum. Handlers call the engine on
-//! blocking threads (`spawn_blocking`), never on the async runtime.
+//! blocking threads (`spawn_blocking`), never on the async runtime;
+//! recommend's question embedding goes through the batching queue
+//! ([`EmbedQueue`]) and is awaited.
 
 mod answers;
 pub mod auth;
@@ -21,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::recommend::batcher::EmbedQueue;
 use crate::recommend::Engine;
 pub use auth::Keys;
 pub use error::ApiError;
@@ -46,9 +49,11 @@ impl Default for ApiSettings {
     }
 }
 
-/// Shared state: the engine appears once the model and index are loaded.
+/// Shared state: the engine and the embedding queue appear once the model
+/// and index are loaded.
 pub struct AppState {
     pub engine: ArcSwapOption<Engine>,
+    pub queue: ArcSwapOption<EmbedQueue>,
     pub ready: AtomicBool,
     pub settings: ApiSettings,
     pub metrics: Metrics,
@@ -58,6 +63,7 @@ impl AppState {
     pub fn new(settings: ApiSettings, metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
             engine: ArcSwapOption::empty(),
+            queue: ArcSwapOption::empty(),
             ready: AtomicBool::new(false),
             settings,
             metrics,
@@ -75,6 +81,11 @@ impl AppState {
             return Err(ApiError::not_ready());
         }
         self.engine()
+    }
+
+    /// The question-embedding queue, or 503 while loading.
+    pub fn embed_queue(&self) -> Result<Arc<EmbedQueue>, ApiError> {
+        self.queue.load_full().ok_or_else(ApiError::not_ready)
     }
 }
 

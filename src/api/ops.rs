@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::error::{parse_json, ApiError};
 use super::recommend::body;
 use super::{blocking, AppState};
+use crate::recommend::batcher::QueueError;
 use crate::recommend::ReindexMode;
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +87,9 @@ pub async fn readyz(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let engine = state.ready_engine()?;
+    if !state.embed_queue()?.is_alive() {
+        return Err(QueueError::Stopped.into());
+    }
     let index = engine.index();
     Ok(Json(serde_json::json!({
         "ready": true,
@@ -102,6 +106,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .metrics
             .index_answers
             .set(engine.answer_count() as i64);
+    }
+    if let Some(queue) = state.queue.load_full() {
+        state.metrics.queue_depth.set(queue.depth() as i64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

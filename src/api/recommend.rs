@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use super::error::{parse_json, ApiError};
 use super::{blocking, AppState};
+use crate::embedding::TextKind;
+use crate::recommend::batcher::QueueError;
 use crate::recommend::{Query, Recommendations};
 
 const MAX_TOP_K: i64 = 50;
@@ -116,7 +118,24 @@ pub fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 async fn run(state: Arc<AppState>, q: Query) -> Result<Json<serde_json::Value>, ApiError> {
     let started = Instant::now();
     let engine = state.ready_engine()?;
-    let recs = blocking(move || engine.recommend(&q).map_err(ApiError::from)).await?;
+    // The question joins the batching queue (awaited, off the runtime's
+    // threads); the search, a few milliseconds of CPU, runs on a blocking
+    // thread.
+    let vector = if engine.embeds_questions() {
+        let queue = state.embed_queue()?;
+        match queue.embed(q.question.as_str(), TextKind::Query).await {
+            Ok(e) => e.vector,
+            Err(e) => {
+                if matches!(e, QueueError::Full { .. }) {
+                    state.metrics.queue_rejected.inc();
+                }
+                return Err(e.into());
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let recs = blocking(move || Ok(engine.recommend_vector(&vector, &q).0)).await?;
     Ok(Json(render(&recs, started)))
 }
 

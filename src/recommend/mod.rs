@@ -11,6 +11,7 @@
 //! computed exactly over every indexed text of each candidate answer, and
 //! fused and calibrated by [`rank`].
 
+pub mod batcher;
 pub mod freshness;
 pub mod rank;
 mod reindex;
@@ -190,8 +191,11 @@ impl Engine {
         embedder: Arc<dyn Embedder>,
         mut settings: Settings,
     ) -> Result<(Arc<Self>, bool), EngineError> {
+        let started = std::time::Instant::now();
+        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
         // Load the segmentation dictionary now, not on the first question.
         crate::index::lexical::warm_up();
+        let dictionary_ms = ms(started);
         if settings.calibration.is_none() {
             settings.calibration = Some(
                 embedder
@@ -199,16 +203,28 @@ impl Engine {
                     .unwrap_or_else(Calibration::uncalibrated),
             );
         }
+        let t = std::time::Instant::now();
         let store = Arc::new(SqliteStore::open(data_dir)?);
-        let catalog = store
+        let catalog: HashMap<String, Arc<Answer>> = store
             .all()?
             .into_iter()
             .map(|a| (a.input.id.clone(), Arc::new(a)))
             .collect();
+        let catalog_ms = ms(t);
         let root = index_root(data_dir);
         std::fs::create_dir_all(&root).map_err(StoreError::from)?;
+        let t = std::time::Instant::now();
         let (index, needs_build) =
             reindex::load_current(&store, &root, embedder.as_ref(), settings.question_kind);
+        tracing::info!(
+            answers = catalog.len(),
+            points = index.len(),
+            dictionary_ms,
+            catalog_ms,
+            index_ms = ms(t),
+            total_ms = ms(started),
+            "engine opened"
+        );
         let engine = Arc::new(Self {
             embedder,
             store,
@@ -305,7 +321,7 @@ impl Engine {
         &self,
         q: &Query,
     ) -> Result<(Recommendations, Candidates), EngineError> {
-        let vector = if self.settings.fusion.mode == rank::Mode::Lexical {
+        let vector = if !self.embeds_questions() {
             Vec::new()
         } else {
             let embedded = self
@@ -318,6 +334,12 @@ impl Engine {
                 .unwrap_or_default()
         };
         Ok(self.recommend_vector(&vector, q))
+    }
+
+    /// Whether recommending embeds the question (false in lexical-only
+    /// mode, where [`Engine::recommend_vector`] takes an empty vector).
+    pub fn embeds_questions(&self) -> bool {
+        self.settings.fusion.mode != rank::Mode::Lexical
     }
 
     /// The search part of [`Engine::recommend`], for an embedded question

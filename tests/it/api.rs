@@ -2207,3 +2207,299 @@ fn a_restart_serves_the_same_answers_from_the_saved_index() {
         "passages were embedded after a restart"
     );
 }
+
+// ---------------------------------------------------------------------------
+// 10. dynamic batching
+
+/// Questions for the batching tests: standard questions, paraphrases,
+/// English, mixed, and FAQ-length answer texts (slower to embed).
+fn batching_questions() -> Vec<String> {
+    let mut qs: Vec<String> = [
+        "returns.how-to",
+        "refunds.alipay",
+        "en.order.cancel",
+        "invoice.special-vat",
+    ]
+    .iter()
+    .map(|id| demo_question(id))
+    .collect();
+    qs.extend(
+        [
+            PARAPHRASE,
+            "How long does a PayPal refund take?",
+            "我的order还没发货，怎么回事",
+            "能开发票吗",
+        ]
+        .map(String::from),
+    );
+    for id in ["returns.furniture", "warranty.extended"] {
+        qs.push(demo(id)["answer"].as_str().unwrap().to_string());
+    }
+    qs
+}
+
+/// The same recommendations up to float noise: scores, confidences and
+/// signals within 1e-4, the same answers in the same order (two answers may
+/// only trade places when their scores tie within 1e-4).
+fn assert_same_recommendations(q: &str, expected: &Value, got: &Value) {
+    let (a, b) = (
+        expected["results"].as_array().unwrap(),
+        got["results"].as_array().unwrap(),
+    );
+    assert_eq!(a.len(), b.len(), "{q}: {expected}\nvs {got}");
+    let close = |x: &Value, y: &Value| (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-4;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            close(&x["score"], &y["score"]),
+            "{q}: result {i}: {x}\nvs {y}"
+        );
+        if x["answer_id"] == y["answer_id"] {
+            for f in ["confidence", "signals"] {
+                let (xs, ys) = match f {
+                    "signals" => (
+                        vec![&x[f]["dense"], &x[f]["lexical"]],
+                        vec![&y[f]["dense"], &y[f]["lexical"]],
+                    ),
+                    _ => (vec![&x[f]], vec![&y[f]]),
+                };
+                for (p, r) in xs.iter().zip(ys) {
+                    assert!(close(p, r), "{q}: result {i} {f}: {x}\nvs {y}");
+                }
+            }
+        } else {
+            // A tie: the other answer must hold the same score elsewhere.
+            let twin = a
+                .iter()
+                .find(|r| r["answer_id"] == y["answer_id"])
+                .unwrap_or_else(|| panic!("{q}: result {i} differs: {x}\nvs {y}"));
+            assert!(
+                close(&twin["score"], &y["score"]),
+                "{q}: result {i}: {x}\nvs {y}"
+            );
+        }
+    }
+    assert_eq!(expected["handoff"], got["handoff"], "{q}");
+}
+
+#[test]
+fn concurrent_recommends_are_batched_without_changing_answers() {
+    let dir = demo_data_dir();
+    let server = Server::start(dir.path(), &[]);
+    let base = server.base.clone();
+    let questions = batching_questions();
+    let sequential: Vec<Value> = questions
+        .iter()
+        .map(|q| recommend(&base, &json!({"question": q, "top_k": 5})))
+        .collect();
+
+    const THREADS: usize = 16;
+    const ROUNDS: usize = 2;
+    let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (base, barrier, questions) = (base.clone(), barrier.clone(), questions.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut got = Vec::new();
+                for i in 0..questions.len() * ROUNDS {
+                    let qi = (t + i) % questions.len();
+                    let q = &questions[qi];
+                    // Half the threads ask through suggest: the same queue.
+                    let reply = if t % 2 == 0 {
+                        post_json(&base, "/v1/recommend", &json!({"question": q, "top_k": 5}))
+                    } else {
+                        let url = reqwest::Url::parse_with_params(
+                            &format!("{base}/v1/suggest"),
+                            &[("q", q.as_str()), ("k", "5")],
+                        )
+                        .unwrap();
+                        send(http().get(url))
+                    };
+                    got.push((qi, reply));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut concurrent = 0;
+    for w in workers {
+        for (qi, reply) in w.join().expect("a client thread failed") {
+            let recs = expect(reply, 200);
+            check_results(&recs);
+            assert_same_recommendations(&questions[qi], &sequential[qi], &recs);
+            concurrent += 1;
+        }
+    }
+    assert_eq!(concurrent, THREADS * ROUNDS * questions.len());
+
+    // Every request was embedded exactly once, and concurrent ones together.
+    let m = get(&base, "/metrics").text;
+    let batches = metric(&m, "kefu_embed_queue_batch_requests_count").expect("batch count");
+    let embedded = metric(&m, "kefu_embed_queue_batch_requests_sum").expect("batch sum");
+    let total = (questions.len() + concurrent) as f64;
+    assert_eq!(embedded, total, "{m}");
+    eprintln!("{total} recommend requests embedded in {batches} batches");
+    assert!(
+        batches < total,
+        "no two concurrent questions were embedded together ({batches} batches)"
+    );
+    assert_eq!(metric(&m, "kefu_embed_queue_rejected_total"), Some(0.0));
+    assert_eq!(metric(&m, "kefu_embed_queue_depth"), Some(0.0));
+}
+
+#[test]
+fn a_full_queue_answers_429_busy_and_changes_nothing() {
+    let dir = demo_data_dir();
+    // One question embedded at a time, at most one waiting: the rest of a
+    // burst is refused.
+    let server = Server::start(
+        dir.path(),
+        &[("KEFU_QUEUE_CAPACITY", "1"), ("KEFU_BATCH_TOKENS", "1")],
+    );
+    let base = server.base.clone();
+    let export = || {
+        let out = crate::server::kefu(&["export", "--data-dir", dir.path().to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let exported = export();
+    let status_before = index_status(&base);
+    let questions = batching_questions();
+    let expected: Vec<Value> = questions
+        .iter()
+        .map(|q| recommend(&base, &json!({"question": q, "top_k": 3})))
+        .collect();
+
+    const THREADS: usize = 24;
+    let (mut ok, mut busy) = (0usize, 0usize);
+    for round in 0..20 {
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (base, barrier, questions) = (base.clone(), barrier.clone(), questions.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    (0..3)
+                        .map(|i| {
+                            let qi = (t + i) % questions.len();
+                            let req = http()
+                                .post(format!("{base}/v1/recommend"))
+                                .json(&json!({"question": questions[qi], "top_k": 3}));
+                            let resp = req.send().expect("request is answered");
+                            let retry_after = resp
+                                .headers()
+                                .get(reqwest::header::RETRY_AFTER)
+                                .map(|v| v.to_str().unwrap().to_string());
+                            let status = resp.status().as_u16();
+                            let content_type = resp
+                                .headers()
+                                .get(reqwest::header::CONTENT_TYPE)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            let text = resp.text().expect("body reads");
+                            let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+                            let reply = Reply {
+                                status,
+                                content_type,
+                                text,
+                                json,
+                            };
+                            (qi, reply, retry_after)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for w in workers {
+            for (qi, reply, retry_after) in w.join().expect("a client thread failed") {
+                match reply.status {
+                    200 => {
+                        check_results(&reply.json);
+                        assert_same_recommendations(&questions[qi], &expected[qi], &reply.json);
+                        ok += 1;
+                    }
+                    429 => {
+                        assert_error(&reply, 429, "busy");
+                        assert_eq!(retry_after.as_deref(), Some("1"), "{}", reply.text);
+                        busy += 1;
+                    }
+                    other => panic!("only 200 or 429 expected, got {other}: {}", reply.text),
+                }
+            }
+        }
+        eprintln!("round {round}: {ok} answered, {busy} refused so far");
+        if busy > 0 && ok > 0 {
+            break;
+        }
+    }
+    assert!(busy > 0, "a queue of capacity 1 never refused a burst");
+    assert!(ok > 0, "no request of the bursts was answered");
+
+    // The server recovers, counted every refusal, and nothing changed.
+    let recs = recommend(&base, &json!({"question": PARAPHRASE}));
+    assert_eq!(result_ids(&recs)[0], PARAPHRASE_ID);
+    let m = get(&base, "/metrics").text;
+    assert_eq!(
+        metric(&m, "kefu_embed_queue_rejected_total"),
+        Some(busy as f64),
+        "{m}"
+    );
+    assert!(
+        m.lines().any(|l| l.starts_with("kefu_http_requests_total{")
+            && l.contains("route=\"/v1/recommend\"")
+            && l.contains("status=\"429\"")
+            && l.ends_with(&format!(" {busy}"))),
+        "429s are counted per route:\n{m}"
+    );
+    let status_after = index_status(&base);
+    for k in [
+        "answers",
+        "vectors",
+        "tombstones",
+        "pending_reindex",
+        "index_version",
+        "built_at",
+    ] {
+        assert_eq!(status_after[k], status_before[k], "{k}");
+    }
+    assert!(export() == exported, "the stored answers changed");
+
+    // The contract documents the refusal on both routes.
+    let doc = get_json(&base, "/openapi.json");
+    for (path, method) in [("/v1/recommend", "post"), ("/v1/suggest", "get")] {
+        let mut r = &doc["paths"][path][method]["responses"]["429"];
+        if let Some(name) = r["$ref"]
+            .as_str()
+            .and_then(|x| x.strip_prefix("#/components/responses/"))
+        {
+            r = &doc["components"]["responses"][name];
+        }
+        assert!(
+            r.to_string().contains("busy"),
+            "{path}: no 429 busy in openapi.json: {r}"
+        );
+    }
+}
+
+#[test]
+fn queue_settings_must_be_positive_numbers() {
+    for args in [
+        ["--queue-capacity", "0"],
+        ["--queue-capacity", "many"],
+        ["--batch-tokens", "0"],
+        ["--batch-tokens", "1.5"],
+    ] {
+        let out = crate::server::kefu(&["serve", "--addr", "127.0.0.1:1", args[0], args[1]]);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(args[0]) && err.contains("at least 1"),
+            "{args:?}: {err}"
+        );
+    }
+}
