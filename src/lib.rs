@@ -8,10 +8,12 @@
 //! - [`index`]: the HNSW vector index on disk.
 //! - [`recommend`]: the engine: recommend, freshness, reindex.
 //! - [`eval`]: retrieval-quality measurement (`kefu eval`).
+//! - [`bench`]: embedding speed and memory (`kefu model bench`).
 //! - [`api`]: the HTTP API (axum).
 //! - [`cli`]: command-line parsing and the commands.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod embedding;

@@ -298,3 +298,58 @@ fn eval_measures_a_small_set_through_the_service_pipeline() {
     );
     assert!(text.contains("mode Lexical"), "{text}");
 }
+
+#[test]
+fn model_bench_refuses_bad_texts_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    std::fs::write(path("not-json.json"), "queries: none").unwrap();
+    std::fs::write(
+        path("few.json"),
+        r#"{"queries": ["退货运费谁出", "where is my parcel"], "answers": ["七天无理由退货。"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        path("blank.json"),
+        r#"{"queries": ["退货运费谁出", "  "], "answers": ["七天无理由退货。", "Free returns."]}"#,
+    )
+    .unwrap();
+    let cases = [
+        ("missing.json", "reading the texts file"),
+        (
+            "not-json.json",
+            r#"is not {"queries": [...], "answers": [...]}"#,
+        ),
+        (
+            "few.json",
+            "answers has 1 texts, fewer than the batch size 2",
+        ),
+        ("blank.json", "query 2 is empty or only whitespace"),
+    ];
+    for (name, expected) in cases {
+        let texts = path(name);
+        let out = kefu(&["model", "bench", "--texts", &texts, "--batch", "2"], b"");
+        assert!(!out.status.success(), "{name} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{name}: {err}");
+        assert!(err.contains(name), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+    let out = kefu(
+        &[
+            "model",
+            "bench",
+            "--texts",
+            &path("few.json"),
+            "--repetitions",
+            "0",
+        ],
+        b"",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--repetitions and --batch must be at least 1"),
+        "{err}"
+    );
+}
