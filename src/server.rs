@@ -66,6 +66,9 @@ async fn shutdown_signal() {
 /// Loads model and engine, building the index if needed, then marks ready.
 fn load(state: &AppState, cfg: &ServerConfig) -> Result<()> {
     let files = resolve_model(&cfg.model, &cfg.models_dir)?;
+    // The segmentation dictionary loads beside the model (Engine::open
+    // would otherwise load it after).
+    std::thread::spawn(crate::index::lexical::warm_up);
     let model = CandleBert::load(&files, cfg.embed)?;
     tracing::info!(
         model = model.model_id(),
