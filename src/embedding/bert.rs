@@ -329,8 +329,17 @@ impl CandleBert {
                 (Encoder::F32(model), 0, "candle".to_string(), bytes)
             }
             Backend::Int8 => {
-                let q = Q8Encoder::load(&files.weights, config, options.threads)
-                    .map_err(|e| invalid(&files.weights, format!("weights do not load: {e}")))?;
+                let q = Q8Encoder::load(&files.weights, config, options.threads).map_err(|e| {
+                    // A missing tensor or a wrong shape means config.json
+                    // describes another model than the weights hold.
+                    let fit = e.contains(" has shape ") || e.contains(" is missing");
+                    let what = if fit {
+                        "weights do not fit config.json"
+                    } else {
+                        "weights do not load"
+                    };
+                    invalid(&files.weights, format!("{what}: {e}"))
+                })?;
                 let facts = (q.threads(), q.kernels().to_string(), q.weight_bytes());
                 (Encoder::Int8(q), facts.0, facts.1, facts.2)
             }
