@@ -114,6 +114,8 @@ fn http() -> &'static reqwest::blocking::Client {
 pub(crate) struct Reply {
     status: u16,
     content_type: String,
+    /// The Retry-After header, if any.
+    retry_after: Option<String>,
     text: String,
     json: Value,
 }
@@ -121,6 +123,10 @@ pub(crate) struct Reply {
 fn send(req: RequestBuilder) -> Reply {
     let resp = req.send().expect("request is answered");
     let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_string());
     let content_type = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -132,6 +138,7 @@ fn send(req: RequestBuilder) -> Reply {
     Reply {
         status,
         content_type,
+        retry_after,
         text,
         json,
     }
@@ -2389,34 +2396,14 @@ fn a_full_queue_answers_429_busy_and_changes_nothing() {
                             let req = http()
                                 .post(format!("{base}/v1/recommend"))
                                 .json(&json!({"question": questions[qi], "top_k": 3}));
-                            let resp = req.send().expect("request is answered");
-                            let retry_after = resp
-                                .headers()
-                                .get(reqwest::header::RETRY_AFTER)
-                                .map(|v| v.to_str().unwrap().to_string());
-                            let status = resp.status().as_u16();
-                            let content_type = resp
-                                .headers()
-                                .get(reqwest::header::CONTENT_TYPE)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_string();
-                            let text = resp.text().expect("body reads");
-                            let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-                            let reply = Reply {
-                                status,
-                                content_type,
-                                text,
-                                json,
-                            };
-                            (qi, reply, retry_after)
+                            (qi, send(req))
                         })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
         for w in workers {
-            for (qi, reply, retry_after) in w.join().expect("a client thread failed") {
+            for (qi, reply) in w.join().expect("a client thread failed") {
                 match reply.status {
                     200 => {
                         check_results(&reply.json);
@@ -2425,7 +2412,7 @@ fn a_full_queue_answers_429_busy_and_changes_nothing() {
                     }
                     429 => {
                         assert_error(&reply, 429, "busy");
-                        assert_eq!(retry_after.as_deref(), Some("1"), "{}", reply.text);
+                        assert_eq!(reply.retry_after.as_deref(), Some("1"), "{}", reply.text);
                         busy += 1;
                     }
                     other => panic!("only 200 or 429 expected, got {other}: {}", reply.text),

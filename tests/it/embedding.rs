@@ -4,7 +4,7 @@
 
 use kefu::embedding::{cosine, CandleBert, EmbedError, Embedder, TextKind};
 
-use crate::common::{f32_model, model, parity_rows};
+use crate::common::{f32_model, model, parity_rows, ParityRow};
 
 #[test]
 fn fixture_covers_what_parity_must_cover() {
@@ -42,11 +42,7 @@ fn int8_and_f32_backends_agree() {
     let rows = parity_rows();
     let mut worst = 1.0f32;
     for kind in [TextKind::Query, TextKind::Passage] {
-        let texts: Vec<&str> = rows
-            .iter()
-            .filter(|r| r.kind() == kind)
-            .map(|r| r.text.as_str())
-            .collect();
+        let texts = texts_of(&rows, kind);
         let a = model().embed(&texts, kind).unwrap();
         let b = f32_model().embed(&texts, kind).unwrap();
         for ((x, y), text) in a.iter().zip(&b).zip(&texts) {
@@ -57,6 +53,14 @@ fn int8_and_f32_backends_agree() {
         }
     }
     eprintln!("lowest int8/f32 cosine: {worst}");
+}
+
+/// The fixture's texts of one kind.
+fn texts_of(rows: &[ParityRow], kind: TextKind) -> Vec<&str> {
+    rows.iter()
+        .filter(|r| r.kind() == kind)
+        .map(|r| r.text.as_str())
+        .collect()
 }
 
 fn matches_the_reference(m: &CandleBert) {
@@ -84,11 +88,7 @@ fn batch_and_one_at_a_time_agree() {
     let m = model();
     let rows = parity_rows();
     for kind in [TextKind::Query, TextKind::Passage] {
-        let texts: Vec<&str> = rows
-            .iter()
-            .filter(|r| r.kind() == kind)
-            .map(|r| r.text.as_str())
-            .collect();
+        let texts = texts_of(&rows, kind);
         let batch = m.embed(&texts, kind).unwrap();
         for (text, b) in texts.iter().zip(&batch) {
             let single = &m.embed(&[text], kind).unwrap()[0];
