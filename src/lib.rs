@@ -9,6 +9,7 @@
 //! - [`recommend`]: the engine: recommend, freshness, reindex.
 //! - [`eval`]: retrieval-quality measurement (`kefu eval`).
 //! - [`bench`]: embedding speed and memory (`kefu model bench`).
+//! - [`privacy`]: masking of e-mails, phone and order numbers before storage.
 //! - [`api`]: the HTTP API (axum).
 //! - [`cli`]: command-line parsing and the commands.
 
@@ -19,6 +20,7 @@ pub mod demo;
 pub mod embedding;
 pub mod eval;
 pub mod index;
+pub mod privacy;
 pub mod recommend;
 pub mod server;
 pub mod store;
