@@ -10,7 +10,8 @@
 # Prints one table: phase, concurrency, requests/s, p50 and p99 latency (ms), non-2xx
 # responses (429 "queue full" counts as an error) and socket errors (connect, read, write,
 # timeout); then the full reindex's duration and whether it was still running at the end of
-# every phase under it (a line says so if it finished early).
+# every phase under it (a line says so if it finished early); and the server's peak RSS (VmHWM)
+# after the idle phases (the model and the demo library) and at the end.
 #
 # What it does: builds kefu (release; KEFU_BIN=path uses that binary instead), fetches the
 # model if missing (scripts/fetch-model.sh), installs wrk with apt-get if missing, imports the
@@ -28,7 +29,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
-usage() { sed -n '2,25s/^# \{0,1\}//p' "$0"; exit "${1:-0}"; }
+usage() { sed -n '2,26s/^# \{0,1\}//p' "$0"; exit "${1:-0}"; }
 die() { echo "error: $*" >&2; exit 1; }
 say() { echo "== $*" >&2; }
 
@@ -206,6 +207,10 @@ for c in $concurrency; do
     run_wrk idle "$c" "$duration" record
 done
 
+vmhwm() { awk '/^VmHWM:/ {printf "%.0f", $2 / 1024}' "/proc/$server_pid/status"; }
+rss_idle=$(vmhwm)
+say "server peak RSS after the idle phases: $rss_idle MB"
+
 # The 10x library: N-1 more copies of every demo answer, stored through the API.
 say "storing $((copies - 1)) more copies of the demo library through POST /v1/answers"
 for ((k = 2; k <= copies; k++)); do
@@ -266,14 +271,16 @@ done
 reindex_wall=$(python3 -c 'import sys, time; print(f"{time.time() - float(sys.argv[1]):.1f}")' "$reindex_started")
 job_json=$(curl -sf "$base/v1/reindex/$job")
 
+rss_end=$(vmhwm)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 python3 - "$results" "$job_json" "$reindex_wall" "$answers_total" "$copies" "$duration" \
-    "$demo_answers" "$timeout" "$load_before" "$load_after" "$commit" "${early[@]}" <<'EOF'
+    "$demo_answers" "$timeout" "$load_before" "$load_after" "$commit" "$rss_idle" "$rss_end" \
+    "${early[@]}" <<'EOF'
 import json, re, sys
 from datetime import datetime
-results, job, wall, answers, copies, duration, demo, timeout, before, after, commit = sys.argv[1:12]
-early = sys.argv[12:]
+results, job, wall, answers, copies, duration, demo, timeout, before, after, commit, rss_idle, rss_end = sys.argv[1:14]
+early = sys.argv[14:]
 job = json.loads(job)
 rows = [json.loads(l) for l in open(results) if l.strip()]
 
@@ -309,5 +316,7 @@ if early:
     print("the reindex was NOT running for the whole of every phase under it: it finished " + "; ".join(early))
 else:
     print(f"the reindex was running from the start to the end of every phase under it ({duration} s each)")
+print(f"server peak RSS (VmHWM): {rss_idle} MB after the idle phases (model + demo library), "
+      f"{rss_end} MB at the end (after the {copies}x reindex)")
 print(f"load average before {before}, after {after} (1, 5, 15 min; wrk and other processes share the cores)")
 EOF
