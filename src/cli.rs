@@ -50,7 +50,7 @@ enum Command {
     Recommend(RecommendArgs),
     /// Measure retrieval quality on a labelled question set (loaded into a
     /// throwaway data directory through the service's own pipeline).
-    Eval(EvalArgs),
+    Eval(Box<EvalArgs>),
 }
 
 /// Where the answer library lives.
@@ -92,6 +92,27 @@ pub struct EngineArgs {
     /// index.
     #[arg(long, env = "KEFU_QUESTION_KIND", default_value = "query")]
     pub question_kind: TextKind,
+    /// Conversation context: how many of the latest turns are read with a
+    /// question (0: context is ignored).
+    #[arg(long, env = "KEFU_CONTEXT_TURNS", default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub context_turns: u8,
+    /// Conversation context: the weight of the in-context reading against
+    /// the question alone's (1).
+    #[arg(long, env = "KEFU_CONTEXT_WEIGHT", default_value_t = 2.0, value_parser = parse_context_weight)]
+    pub context_weight: f32,
+    /// Conversation context: the question alone stands (context unused) when
+    /// its top answer's confidence reaches this.
+    #[arg(long, env = "KEFU_CONTEXT_KEEP_ALONE_ABOVE", default_value_t = 0.9, value_parser = parse_unit)]
+    pub context_keep_alone_above: f32,
+}
+
+fn parse_context_weight(s: &str) -> Result<f32, String> {
+    let w: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=10.0).contains(&w) {
+        Ok(w)
+    } else {
+        Err("the context weight must be between 0 and 10".into())
+    }
 }
 
 /// Parsed `category=days,...`.
@@ -135,19 +156,29 @@ impl EngineArgs {
                 pool_temperature: self.pool_temperature.max(0.0),
             },
             question_kind: self.question_kind,
+            context: crate::recommend::context::ContextPolicy {
+                turns: self.context_turns as usize,
+                weight: self.context_weight,
+                keep_alone_above: self.context_keep_alone_above,
+                ..Default::default()
+            },
             ..Settings::default()
         }
     }
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct EvalArgs {
+    /// Other measurements (without one: retrieval quality on a corpus).
+    #[command(subcommand)]
+    task: Option<EvalTask>,
     /// Corpus: JSON Lines of {"id", "question", "answer", "group"}.
-    #[arg(long)]
-    corpus: PathBuf,
+    #[arg(long, required = true)]
+    corpus: Option<PathBuf>,
     /// In-scope queries: JSON Lines of {"qid", "query", "relevant_ids"}.
-    #[arg(long)]
-    queries: PathBuf,
+    #[arg(long, required = true)]
+    queries: Option<PathBuf>,
     /// Out-of-scope queries (relevant_ids empty): measures the hand-off.
     #[arg(long)]
     oos: Option<PathBuf>,
@@ -175,6 +206,29 @@ struct EvalArgs {
     /// to this JSON Lines file, for error analysis.
     #[arg(long)]
     trace: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalTask {
+    /// Top-1 on multi-turn conversations with and without their context
+    /// (tests/fixtures/conversations.jsonl over `kefu import --demo`).
+    Context(EvalContextArgs),
+}
+
+#[derive(Debug, Args)]
+struct EvalContextArgs {
+    /// Conversations: JSON Lines of {"id", "kind", "context", "question", "expected_id"}.
+    #[arg(long)]
+    input: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    data: DataArgs,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -409,8 +463,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => export(args),
         Command::Reindex(args) => reindex(args),
         Command::Recommend(args) => recommend(args),
-        Command::Eval(args) => eval(args),
+        Command::Eval(args) => eval(*args),
     }
+}
+
+fn eval_context(args: EvalContextArgs) -> Result<()> {
+    use crate::eval::context;
+    let convs = context::read_conversations(&args.input)?;
+    let settings = args.engine.settings();
+    let policy = settings.context;
+    let engine = open_engine(&args.data, &args.model, settings)?;
+    let report = context::run(&engine, &convs, &policy)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", context::render(&report));
+    }
+    Ok(())
 }
 
 /// Reads standard input as one text per line; invalid UTF-8 is an error
@@ -697,9 +766,15 @@ fn reindex(args: ReindexArgs) -> Result<()> {
 
 fn eval(args: EvalArgs) -> Result<()> {
     use crate::eval;
-    let corpus = eval::read_corpus(&args.corpus)?;
+    if let Some(EvalTask::Context(a)) = args.task {
+        return eval_context(a);
+    }
+    let (Some(corpus_path), Some(queries_path)) = (&args.corpus, &args.queries) else {
+        bail!("kefu eval needs --corpus and --queries");
+    };
+    let corpus = eval::read_corpus(corpus_path)?;
     let ids: std::collections::HashSet<&str> = corpus.iter().map(|e| e.id.as_str()).collect();
-    let queries = eval::read_queries(&args.queries, &ids, false)?;
+    let queries = eval::read_queries(queries_path, &ids, false)?;
     let oos = match &args.oos {
         Some(p) => eval::read_queries(p, &ids, true)?,
         None => Vec::new(),

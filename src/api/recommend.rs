@@ -13,9 +13,12 @@ use super::error::{parse_json, ApiError};
 use super::{blocking, AppState};
 use crate::embedding::TextKind;
 use crate::recommend::batcher::QueueError;
+use crate::recommend::context::{self, Turn};
 use crate::recommend::{Query, Recommendations};
 
 const MAX_TOP_K: i64 = 50;
+/// Most earlier turns a request may carry (only the latest few are read).
+const MAX_CONTEXT_TURNS: usize = 50;
 const DEFAULT_TOP_K: i64 = 5;
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +39,36 @@ struct RecommendRequest {
     min_confidence: Option<f32>,
     include_stale: Option<bool>,
     include_expired: Option<bool>,
+    /// Earlier turns of the conversation, oldest first.
+    #[serde(default)]
+    context: Vec<Turn>,
+}
+
+/// Checks the conversation context: at most [`MAX_CONTEXT_TURNS`] turns,
+/// each with text no longer than a question.
+fn validate_context(state: &AppState, turns: &[Turn]) -> Result<(), ApiError> {
+    if turns.len() > MAX_CONTEXT_TURNS {
+        return Err(ApiError::invalid(
+            "invalid_context",
+            format!("context holds at most {MAX_CONTEXT_TURNS} turns"),
+        ));
+    }
+    let max = state.settings.max_question_chars;
+    for (i, t) in turns.iter().enumerate() {
+        if t.text.trim().is_empty() {
+            return Err(ApiError::invalid(
+                "invalid_context",
+                format!("context turn {i} has no text"),
+            ));
+        }
+        if t.text.chars().count() > max {
+            return Err(ApiError::invalid(
+                "invalid_context",
+                format!("context turn {i} is longer than {max} characters"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Turns a request (a POST body, or suggest's query string) into a validated [`Query`].
@@ -47,6 +80,7 @@ fn validate(state: &AppState, req: RecommendRequest) -> Result<Query, ApiError> 
         min_confidence,
         include_stale,
         include_expired,
+        context: _,
     } = req;
     let question = question.trim().to_string();
     if question.is_empty() {
@@ -115,28 +149,49 @@ pub fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-async fn run(state: Arc<AppState>, q: Query) -> Result<Json<serde_json::Value>, ApiError> {
+/// Embeds one text through the batching queue.
+async fn embed_query(state: &AppState, text: &str) -> Result<Vec<f32>, ApiError> {
+    let queue = state.embed_queue()?;
+    match queue.embed(text, TextKind::Query).await {
+        Ok(e) => Ok(e.vector),
+        Err(e) => {
+            if matches!(e, QueueError::Full { .. }) {
+                state.metrics.queue_rejected.inc();
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn run(
+    state: Arc<AppState>,
+    q: Query,
+    turns: Vec<Turn>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let started = Instant::now();
     let engine = state.ready_engine()?;
-    // The question joins the batching queue (awaited, off the runtime's
-    // threads); the search, a few milliseconds of CPU, runs on a blocking
-    // thread.
-    let vector = if engine.embeds_questions() {
-        let queue = state.embed_queue()?;
-        match queue.embed(q.question.as_str(), TextKind::Query).await {
-            Ok(e) => e.vector,
-            Err(e) => {
-                if matches!(e, QueueError::Full { .. }) {
-                    state.metrics.queue_rejected.inc();
-                }
-                return Err(e.into());
-            }
-        }
+    let policy = engine.settings().context;
+    // The question read with its latest turns, when context is given.
+    let in_context = (policy.turns > 0)
+        .then(|| context::contextual_text(&turns, &q.question, &policy))
+        .flatten();
+    // The question (and its in-context reading, batched together) join the
+    // embedding queue (awaited, off the runtime's threads); the search, a
+    // few milliseconds of CPU, runs on a blocking thread.
+    let (alone, with) = if !engine.embeds_questions() {
+        (Vec::new(), None)
+    } else if let Some(text) = &in_context {
+        let (alone, with) =
+            tokio::join!(embed_query(&state, &q.question), embed_query(&state, text));
+        (alone?, Some(with?))
     } else {
-        Vec::new()
+        (embed_query(&state, &q.question).await?, None)
     };
-    let recs = blocking(move || Ok(engine.recommend_vector(&vector, &q).0)).await?;
-    Ok(Json(render(&recs, started)))
+    let (recs, used) =
+        blocking(move || Ok(engine.recommend_in_context(&alone, with.as_deref(), &q))).await?;
+    let mut body = render(&recs, started);
+    body["context"] = serde_json::json!({"turns": turns.len(), "used": used});
+    Ok(Json(body))
 }
 
 /// An f32 as the nearest 6-decimal f64, so JSON shows 0.86, not 0.8600000143.
@@ -181,9 +236,11 @@ pub async fn recommend(
     State(state): State<Arc<AppState>>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let req: RecommendRequest = parse_json(&body(raw)?)?;
+    let mut req: RecommendRequest = parse_json(&body(raw)?)?;
+    validate_context(&state, &req.context)?;
+    let turns = std::mem::take(&mut req.context);
     let q = validate(&state, req)?;
-    run(state, q).await
+    run(state, q, turns).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,7 +277,8 @@ pub async fn suggest(
         min_confidence: p.min_confidence,
         include_stale: p.include_stale,
         include_expired: p.include_expired,
+        context: Vec::new(),
     };
     let q = validate(&state, req)?;
-    run(state, q).await
+    run(state, q, Vec::new()).await
 }

@@ -12,6 +12,7 @@
 //! fused and calibrated by [`rank`].
 
 pub mod batcher;
+pub mod context;
 pub mod freshness;
 pub mod rank;
 mod reindex;
@@ -62,6 +63,8 @@ pub struct Settings {
     /// How standard questions and variants are embedded: as queries (the
     /// query prefix on both sides, the default) or as passages.
     pub question_kind: TextKind,
+    /// How conversation context is read.
+    pub context: context::ContextPolicy,
 }
 
 impl Default for Settings {
@@ -74,6 +77,7 @@ impl Default for Settings {
             calibration: None,
             min_confidence: None,
             question_kind: TextKind::Query,
+            context: context::ContextPolicy::default(),
         }
     }
 }
@@ -387,6 +391,30 @@ impl Engine {
             index_version: index.manifest().version,
         };
         (recs, cands)
+    }
+
+    /// [`Engine::recommend_vector`] for a question asked in a conversation:
+    /// `alone` embeds the question, `in_context` the question read with its
+    /// latest turns ([`context::contextual_text`]). The question alone stands
+    /// when it is answered confidently; otherwise the blend of both readings
+    /// is searched. Returns whether the context was used.
+    pub fn recommend_in_context(
+        &self,
+        alone: &[f32],
+        in_context: Option<&[f32]>,
+        q: &Query,
+    ) -> (Recommendations, bool) {
+        let policy = &self.settings.context;
+        let (recs, _) = self.recommend_vector(alone, q);
+        let Some(with) = in_context.filter(|_| !alone.is_empty()) else {
+            return (recs, false);
+        };
+        let top = recs.results.first().map_or(0.0, |r| r.confidence);
+        if top >= policy.keep_alone_above {
+            return (recs, false);
+        }
+        let blended = context::blend(alone, with, policy.weight);
+        (self.recommend_vector(&blended, q).0, true)
     }
 
     /// Candidate answers from both legs, each scored exactly over all of

@@ -86,7 +86,7 @@ extern "C" fn stop_shared_server() {
 
 /// Base URL of a server over an untouched demo library, for tests that only
 /// read. It is killed (and its data removed) when the test binary exits.
-fn shared() -> &'static str {
+pub(crate) fn shared() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
     BASE.get_or_init(|| {
         let dir = demo_data_dir();
@@ -160,7 +160,7 @@ pub(crate) fn post_json(base: &str, path: &str, body: &Value) -> Reply {
     send(request(Method::POST, base, path, None).json(body))
 }
 
-fn post_raw(base: &str, path: &str, body: impl Into<String>) -> Reply {
+pub(crate) fn post_raw(base: &str, path: &str, body: impl Into<String>) -> Reply {
     send(
         request(Method::POST, base, path, None)
             .header("content-type", "application/json")
@@ -192,7 +192,7 @@ pub(crate) fn get_json(base: &str, path: &str) -> Value {
 
 /// Asserts an error response: the status, the JSON content type, and exactly
 /// `{"error": {"code": CODE, "message": non-empty, ("details": ...)?}}`.
-fn assert_error(reply: &Reply, status: u16, code: &str) {
+pub(crate) fn assert_error(reply: &Reply, status: u16, code: &str) {
     assert_eq!(
         reply.status, status,
         "expected {status} {code}, got {} with body {}",
@@ -240,7 +240,7 @@ fn assert_error(reply: &Reply, status: u16, code: &str) {
 /// scores (at most 1 up to float rounding: the strict bound has its own test,
 /// `exact_matches_never_score_above_one`), sorted best first, and one result
 /// per answer.
-fn recommend(base: &str, body: &Value) -> Value {
+pub(crate) fn recommend(base: &str, body: &Value) -> Value {
     let recs = expect(post_json(base, "/v1/recommend", body), 200);
     check_results(&recs);
     recs
@@ -269,7 +269,7 @@ fn check_results(recs: &Value) {
     assert!(recs["results"].as_array().unwrap().len() <= 50);
 }
 
-fn result_ids(recs: &Value) -> Vec<String> {
+pub(crate) fn result_ids(recs: &Value) -> Vec<String> {
     recs["results"]
         .as_array()
         .expect("results is an array")

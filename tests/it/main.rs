@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod common;
+mod context;
 mod durability;
 mod embedding;
 mod hub;
