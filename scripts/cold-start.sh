@@ -13,6 +13,14 @@
 #                            it holds a complete library, so only the first run imports
 #   KEFU_MODEL, KEFU_MODELS_DIR   as for kefu itself
 #   KEFU_NO_BUILD=1          use target/release/kefu as it is
+#   KEFU_COLD_VECTORS=model  how the library's vectors are made: `model` (default) embeds
+#                            every text with the real model; `synthetic` embeds only the demo
+#                            library's texts for real and gives each generated text its demo
+#                            text's vector plus Gaussian noise (norm 0.35, renormalised),
+#                            written to the embedding cache, so `kefu reindex` only builds the
+#                            index. For measuring load time at sizes the model cannot embed
+#                            in reasonable time on 2 cores (100k answers = 300k texts is about
+#                            an hour); the index, store and lexical files are the real thing.
 #
 # The library: the demo answers (src/demo/answers.jsonl, Chinese and English)
 # crossed with generated products ("小米 电动牙刷", "Sony backpack", ...): each
@@ -26,7 +34,10 @@ cd "$(dirname "$0")/.."
 N="${1:-${KEFU_COLD_N:-100000}}"
 RUNS="${KEFU_COLD_RUNS:-5}"
 VARIANTS="${KEFU_COLD_VARIANTS:-1}"
-DIR="${KEFU_COLD_DIR:-target/cold-start/lib-$N-v$VARIANTS}"
+VECTORS="${KEFU_COLD_VECTORS:-model}"
+case "$VECTORS" in model) SUFFIX= ;; synthetic) SUFFIX=-synthetic ;;
+  *) echo "cold-start: KEFU_COLD_VECTORS must be model or synthetic" >&2; exit 2 ;; esac
+DIR="${KEFU_COLD_DIR:-target/cold-start/lib-$N-v$VARIANTS$SUFFIX}"
 BIN=target/release/kefu
 
 if [ -z "${KEFU_NO_BUILD:-}" ]; then
@@ -86,13 +97,64 @@ with open(out_path, "w", encoding="utf-8") as out:
 print(f"cold-start: wrote {n} answers, {texts} texts to {out_path}")
 PY
   "$BIN" import --no-index --data-dir "$DIR" "$DIR/answers.jsonl"
+  if [ "$VECTORS" = synthetic ]; then
+    demo_dir="$DIR.demo"
+    if [ ! -f "$demo_dir/kefu.db" ]; then
+      echo "cold-start: embedding the demo library for real (the synthetic vectors' centres)"
+      rm -rf "$demo_dir"
+      "$BIN" import --demo --data-dir "$demo_dir"
+    fi
+    echo "cold-start: writing synthetic vectors (demo text's vector + noise) to the embedding cache"
+    python3 - "$N" "$VARIANTS" src/demo/answers.jsonl "$DIR/answers.jsonl" "$demo_dir/kefu.db" "$DIR/kefu.db" <<'PY'
+import hashlib, json, math, random, sqlite3, struct, sys
+
+n, variants, demo_path, gen_path, demo_db, db = sys.argv[1:7]
+n, variants = int(n), int(variants)
+demo = [json.loads(l) for l in open(demo_path, encoding="utf-8") if l.strip()]
+gen = [json.loads(l) for l in open(gen_path, encoding="utf-8") if l.strip()]
+h = lambda t: hashlib.sha256(t.encode("utf-8")).hexdigest()
+src = sqlite3.connect(demo_db)
+base = {(kind, th): blob for kind, th, blob in src.execute("select kind, text_hash, vector from embeddings")}
+model_id = src.execute("select model_id from embeddings limit 1").fetchone()[0]
+dim = len(next(iter(base.values()))) // 4
+rng = random.Random(7)
+# A pool of noise directions, combined in pairs per text: cheap and varied.
+pool = []
+for _ in range(512):
+    v = [rng.gauss(0.0, 1.0) for _ in range(dim)]
+    norm = math.sqrt(sum(x * x for x in v))
+    pool.append([x / norm for x in v])
+scale = 0.35 / math.sqrt(2.0)
+out = sqlite3.connect(db)
+rows = []
+for k, rec in enumerate(gen):
+    d = demo[k % len(demo)]
+    vs = d.get("variants") or []
+    pairs = [("query", rec["question"], d["question"])]
+    pairs += [("query", rec["variants"][j], vs[(k + j) % len(vs)]) for j in range(len(rec["variants"]))]
+    pairs.append(("passage", rec["answer"], d["answer"]))
+    for kind, text, base_text in pairs:
+        b = struct.unpack(f"<{dim}f", base[(kind, h(base_text))])
+        p, q = pool[rng.randrange(512)], pool[rng.randrange(512)]
+        v = [x + scale * (y + z) for x, y, z in zip(b, p, q)]
+        norm = math.sqrt(sum(x * x for x in v))
+        rows.append((model_id, kind, h(text), struct.pack(f"<{dim}f", *[x / norm for x in v])))
+    if len(rows) >= 20000:
+        out.executemany("insert or replace into embeddings (model_id, kind, text_hash, vector) values (?, ?, ?, ?)", rows)
+        out.commit()
+        rows = []
+out.executemany("insert or replace into embeddings (model_id, kind, text_hash, vector) values (?, ?, ?, ?)", rows)
+out.commit()
+print(f"cold-start: {out.execute('select count(*) from embeddings').fetchone()[0]} synthetic vectors cached")
+PY
+  fi
   TEXTS=$(python3 -c "
 import json, sys
 t = 0
 for l in open(sys.argv[1], encoding='utf-8'):
     r = json.loads(l); t += 2 + len(r['variants'])
 print(t)" "$DIR/answers.jsonl")
-  echo "cold-start: embedding and indexing $TEXTS texts with the real model ($(date -u +%H:%M:%S) UTC)"
+  echo "cold-start: indexing $TEXTS texts ($VECTORS vectors) ($(date -u +%H:%M:%S) UTC)"
   started=$(date +%s)
   "$BIN" reindex --data-dir "$DIR" > "$DIR/reindex.log" 2>&1 &
   reindex_pid=$!
@@ -171,4 +233,4 @@ answers=$(python3 -c "
 import sqlite3, sys
 c = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)
 print(c.execute('select count(*) from answers').fetchone()[0])" "$DIR/kefu.db")
-echo "cold-start: N=$answers answers: median ready in $median ms over $RUNS runs (each: ${times[*]} ms)"
+echo "cold-start: N=$answers answers ($VECTORS vectors): median ready in $median ms over $RUNS runs (each: ${times[*]} ms)"
