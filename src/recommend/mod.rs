@@ -12,9 +12,12 @@
 //! fused and calibrated by [`rank`].
 
 pub mod batcher;
+pub mod classify;
 pub mod freshness;
 pub mod rank;
 mod reindex;
+pub mod review;
+pub mod taxonomy;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,7 @@ use time::OffsetDateTime;
 use crate::embedding::{EmbedError, Embedder, TextKind};
 use crate::index::{dot, LexicalQuery, PointMeta, VectorIndex};
 use crate::store::{Answer, AnswerInput, SqliteStore, Status, StoreError, TextRole, UpsertOutcome};
+pub use classify::{Classification, ClassifierSettings};
 pub use freshness::{AgePolicy, Flag, Freshness};
 use rank::{Calibration, Candidate, Candidates, Fusion};
 pub use reindex::{JobState, JobStatus, ReindexMode};
@@ -62,6 +66,11 @@ pub struct Settings {
     /// How standard questions and variants are embedded: as queries (the
     /// query prefix on both sides, the default) or as passages.
     pub question_kind: TextKind,
+    /// The question classifier.
+    pub classifier: ClassifierSettings,
+    /// Questions classified with a confidence below this are queued for
+    /// review (0: none are).
+    pub review_below: f32,
 }
 
 impl Default for Settings {
@@ -74,6 +83,8 @@ impl Default for Settings {
             calibration: None,
             min_confidence: None,
             question_kind: TextKind::Query,
+            classifier: ClassifierSettings::default(),
+            review_below: review::DEFAULT_REVIEW_BELOW,
         }
     }
 }
@@ -175,6 +186,9 @@ pub struct Engine {
     index_root: PathBuf,
     jobs: reindex::Jobs,
     reindex_observer: std::sync::OnceLock<Box<dyn Fn(f64) + Send + Sync>>,
+    /// Confirmed and corrected review labels of this model's vectors.
+    reviewed: RwLock<Vec<crate::store::LabelledVector>>,
+    review_writer: review::Writer,
 }
 
 /// The folder holding index versions inside a data directory.
@@ -210,6 +224,7 @@ impl Engine {
             .into_iter()
             .map(|a| (a.input.id.clone(), Arc::new(a)))
             .collect();
+        let reviewed = store.review_labels(embedder.model_id())?;
         let catalog_ms = ms(t);
         let root = index_root(data_dir);
         std::fs::create_dir_all(&root).map_err(StoreError::from)?;
@@ -219,6 +234,7 @@ impl Engine {
         tracing::info!(
             answers = catalog.len(),
             points = index.len(),
+            reviewed = reviewed.len(),
             dictionary_ms,
             catalog_ms,
             index_ms = ms(t),
@@ -234,6 +250,8 @@ impl Engine {
             index_root: root,
             jobs: reindex::Jobs::default(),
             reindex_observer: std::sync::OnceLock::new(),
+            reviewed: RwLock::new(reviewed),
+            review_writer: review::Writer::default(),
         });
         reindex::start_worker(&engine);
         Ok((engine, needs_build))
