@@ -12,6 +12,8 @@
 //! all relevant answers. Hand-off quality treats "hand off" as the positive
 //! prediction for out-of-scope questions.
 
+pub mod classify;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
