@@ -13,7 +13,7 @@ use super::error::{parse_json, ApiError};
 use super::{blocking, AppState};
 use crate::embedding::TextKind;
 use crate::recommend::batcher::QueueError;
-use crate::recommend::{Query, Recommendations};
+use crate::recommend::{Classification, Query, Recommendations};
 
 const MAX_TOP_K: i64 = 50;
 const DEFAULT_TOP_K: i64 = 5;
@@ -135,8 +135,16 @@ async fn run(state: Arc<AppState>, q: Query) -> Result<Json<serde_json::Value>, 
     } else {
         Vec::new()
     };
-    let recs = blocking(move || Ok(engine.recommend_vector(&vector, &q).0)).await?;
-    Ok(Json(render(&recs, started)))
+    // Classification votes over the same embedding; an unsure one is handed
+    // to the review queue's background writer (no SQLite write here).
+    let (recs, classification) = blocking(move || {
+        let recs = engine.recommend_vector(&vector, &q).0;
+        let classification = engine.classify(&vector);
+        engine.review_if_unsure(&q.question, &vector, &classification);
+        Ok((recs, classification))
+    })
+    .await?;
+    Ok(Json(render(&recs, &classification, started)))
 }
 
 /// An f32 as the nearest 6-decimal f64, so JSON shows 0.86, not 0.8600000143.
@@ -144,7 +152,7 @@ pub fn round6(x: f32) -> f64 {
     (x as f64 * 1e6).round() / 1e6
 }
 
-fn render(r: &Recommendations, started: Instant) -> serde_json::Value {
+fn render(r: &Recommendations, c: &Classification, started: Instant) -> serde_json::Value {
     let results: Vec<serde_json::Value> = r
         .results
         .iter()
@@ -174,6 +182,7 @@ fn render(r: &Recommendations, started: Instant) -> serde_json::Value {
         "min_confidence": round6(r.min_confidence),
         "took_ms": started.elapsed().as_secs_f64() * 1000.0,
         "index_version": r.index_version,
+        "classification": super::review::classification_json(c),
     })
 }
 
