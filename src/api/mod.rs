@@ -10,6 +10,8 @@ pub mod error;
 pub mod metrics;
 mod ops;
 mod recommend;
+mod review;
+mod taxonomy;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -163,6 +165,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/reindex", post(ops::reindex))
         .route("/v1/reindex/{job_id}", get(ops::job))
         .route("/v1/index", get(ops::index))
+        .route("/v1/review", get(review::list))
+        .route("/v1/review/{id}", post(review::decide))
+        .route("/v1/taxonomy", get(taxonomy::get))
+        .route(
+            "/v1/taxonomy/tags/{tag}/related",
+            axum::routing::put(taxonomy::put_related),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -14,7 +14,7 @@ use super::{blocking, AppState};
 use crate::embedding::TextKind;
 use crate::recommend::batcher::QueueError;
 use crate::recommend::context::{self, Turn};
-use crate::recommend::{Query, Recommendations};
+use crate::recommend::{Classification, Query, Recommendations};
 
 const MAX_TOP_K: i64 = 50;
 /// Most earlier turns a request may carry (only the latest few are read).
@@ -187,9 +187,18 @@ async fn run(
     } else {
         (embed_query(&state, &q.question).await?, None)
     };
-    let (recs, used) =
-        blocking(move || Ok(engine.recommend_in_context(&alone, with.as_deref(), &q))).await?;
-    let mut body = render(&recs, started);
+    // Classification votes over the vector that was searched; an unsure
+    // one is handed to the review queue's background writer (no SQLite
+    // write here).
+    let (recs, used, classification) = blocking(move || {
+        let (recs, blended) = engine.recommend_in_context(&alone, with.as_deref(), &q);
+        let searched = blended.as_deref().unwrap_or(&alone);
+        let classification = engine.classify(searched);
+        engine.review_if_unsure(&q.question, searched, &classification);
+        Ok((recs, blended.is_some(), classification))
+    })
+    .await?;
+    let mut body = render(&recs, &classification, started);
     body["context"] = serde_json::json!({"turns": turns.len(), "used": used});
     Ok(Json(body))
 }
@@ -199,7 +208,7 @@ pub fn round6(x: f32) -> f64 {
     (x as f64 * 1e6).round() / 1e6
 }
 
-fn render(r: &Recommendations, started: Instant) -> serde_json::Value {
+fn render(r: &Recommendations, c: &Classification, started: Instant) -> serde_json::Value {
     let results: Vec<serde_json::Value> = r
         .results
         .iter()
@@ -229,6 +238,7 @@ fn render(r: &Recommendations, started: Instant) -> serde_json::Value {
         "min_confidence": round6(r.min_confidence),
         "took_ms": started.elapsed().as_secs_f64() * 1000.0,
         "index_version": r.index_version,
+        "classification": super::review::classification_json(c),
     })
 }
 

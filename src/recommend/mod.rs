@@ -12,10 +12,13 @@
 //! fused and calibrated by [`rank`].
 
 pub mod batcher;
+pub mod classify;
 pub mod context;
 pub mod freshness;
 pub mod rank;
 mod reindex;
+pub mod review;
+pub mod taxonomy;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use time::OffsetDateTime;
 use crate::embedding::{EmbedError, Embedder, TextKind};
 use crate::index::{dot, LexicalQuery, PointMeta, VectorIndex};
 use crate::store::{Answer, AnswerInput, SqliteStore, Status, StoreError, TextRole, UpsertOutcome};
+pub use classify::{Classification, ClassifierSettings};
 pub use freshness::{AgePolicy, Flag, Freshness};
 use rank::{Calibration, Candidate, Candidates, Fusion};
 pub use reindex::{JobState, JobStatus, ReindexMode};
@@ -65,6 +69,11 @@ pub struct Settings {
     pub question_kind: TextKind,
     /// How conversation context is read.
     pub context: context::ContextPolicy,
+    /// The question classifier.
+    pub classifier: ClassifierSettings,
+    /// Questions classified with a confidence below this are queued for
+    /// review (0: none are).
+    pub review_below: f32,
 }
 
 impl Default for Settings {
@@ -78,6 +87,8 @@ impl Default for Settings {
             min_confidence: None,
             question_kind: TextKind::Query,
             context: context::ContextPolicy::default(),
+            classifier: ClassifierSettings::default(),
+            review_below: review::DEFAULT_REVIEW_BELOW,
         }
     }
 }
@@ -179,6 +190,9 @@ pub struct Engine {
     index_root: PathBuf,
     jobs: reindex::Jobs,
     reindex_observer: std::sync::OnceLock<Box<dyn Fn(f64) + Send + Sync>>,
+    /// Confirmed and corrected review labels of this model's vectors.
+    reviewed: RwLock<Vec<crate::store::LabelledVector>>,
+    review_writer: review::Writer,
 }
 
 /// The folder holding index versions inside a data directory.
@@ -214,6 +228,7 @@ impl Engine {
             .into_iter()
             .map(|a| (a.input.id.clone(), Arc::new(a)))
             .collect();
+        let reviewed = store.review_labels(embedder.model_id())?;
         let catalog_ms = ms(t);
         let root = index_root(data_dir);
         std::fs::create_dir_all(&root).map_err(StoreError::from)?;
@@ -223,6 +238,7 @@ impl Engine {
         tracing::info!(
             answers = catalog.len(),
             points = index.len(),
+            reviewed = reviewed.len(),
             dictionary_ms,
             catalog_ms,
             index_ms = ms(t),
@@ -238,6 +254,8 @@ impl Engine {
             index_root: root,
             jobs: reindex::Jobs::default(),
             reindex_observer: std::sync::OnceLock::new(),
+            reviewed: RwLock::new(reviewed),
+            review_writer: review::Writer::default(),
         });
         reindex::start_worker(&engine);
         Ok((engine, needs_build))
@@ -397,24 +415,25 @@ impl Engine {
     /// `alone` embeds the question, `in_context` the question read with its
     /// latest turns ([`context::contextual_text`]). The question alone stands
     /// when it is answered confidently; otherwise the blend of both readings
-    /// is searched. Returns whether the context was used.
+    /// is searched. Returns the blended vector when the context was used.
     pub fn recommend_in_context(
         &self,
         alone: &[f32],
         in_context: Option<&[f32]>,
         q: &Query,
-    ) -> (Recommendations, bool) {
+    ) -> (Recommendations, Option<Vec<f32>>) {
         let policy = &self.settings.context;
         let (recs, _) = self.recommend_vector(alone, q);
         let Some(with) = in_context.filter(|_| !alone.is_empty()) else {
-            return (recs, false);
+            return (recs, None);
         };
         let top = recs.results.first().map_or(0.0, |r| r.confidence);
         if top >= policy.keep_alone_above {
-            return (recs, false);
+            return (recs, None);
         }
         let blended = context::blend(alone, with, policy.weight);
-        (self.recommend_vector(&blended, q).0, true)
+        let recs = self.recommend_vector(&blended, q).0;
+        (recs, Some(blended))
     }
 
     /// Candidate answers from both legs, each scored exactly over all of

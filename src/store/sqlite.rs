@@ -16,6 +16,8 @@ use time::OffsetDateTime;
 
 use super::answer::{rfc3339, Answer, AnswerInput, Status};
 
+pub mod review;
+
 /// Errors from the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -204,6 +206,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(review::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
             _lock: None,

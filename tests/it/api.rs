@@ -38,7 +38,7 @@ const STALE_IDS: [&str; 7] = [
 ];
 
 /// Every record of the built-in demo library.
-fn demo_answers() -> &'static Vec<Value> {
+pub(crate) fn demo_answers() -> &'static Vec<Value> {
     static ANSWERS: OnceLock<Vec<Value>> = OnceLock::new();
     ANSWERS.get_or_init(|| {
         let text = std::fs::read_to_string(repo_root().join("src/demo/answers.jsonl")).unwrap();
@@ -112,15 +112,15 @@ fn http() -> &'static reqwest::blocking::Client {
 /// A response: status, body text and the body as JSON (`Null` if not JSON).
 #[derive(Debug)]
 pub(crate) struct Reply {
-    status: u16,
+    pub(crate) status: u16,
     content_type: String,
     /// The Retry-After header, if any.
     retry_after: Option<String>,
-    text: String,
-    json: Value,
+    pub(crate) text: String,
+    pub(crate) json: Value,
 }
 
-fn send(req: RequestBuilder) -> Reply {
+pub(crate) fn send(req: RequestBuilder) -> Reply {
     let resp = req.send().expect("request is answered");
     let status = resp.status().as_u16();
     let retry_after = resp
@@ -144,7 +144,7 @@ fn send(req: RequestBuilder) -> Reply {
     }
 }
 
-fn request(method: Method, base: &str, path: &str, key: Option<&str>) -> RequestBuilder {
+pub(crate) fn request(method: Method, base: &str, path: &str, key: Option<&str>) -> RequestBuilder {
     let mut req = http().request(method, format!("{base}{path}"));
     if let Some(k) = key {
         req = req.bearer_auth(k);
@@ -152,7 +152,7 @@ fn request(method: Method, base: &str, path: &str, key: Option<&str>) -> Request
     req
 }
 
-fn get(base: &str, path: &str) -> Reply {
+pub(crate) fn get(base: &str, path: &str) -> Reply {
     send(request(Method::GET, base, path, None))
 }
 
