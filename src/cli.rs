@@ -49,7 +49,8 @@ enum Command {
     /// Recommend answers for a question from the command line.
     Recommend(RecommendArgs),
     /// Measure retrieval quality on a labelled question set (loaded into a
-    /// throwaway data directory through the service's own pipeline).
+    /// throwaway data directory through the service's own pipeline), or, with
+    /// `eval sentiment`, sentiment and escalation on labelled messages.
     Eval(EvalArgs),
 }
 
@@ -141,13 +142,16 @@ impl EngineArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(subcommand_negates_reqs = true)]
 struct EvalArgs {
+    #[command(subcommand)]
+    what: Option<EvalCommand>,
     /// Corpus: JSON Lines of {"id", "question", "answer", "group"}.
-    #[arg(long)]
-    corpus: PathBuf,
+    #[arg(long, required = true)]
+    corpus: Option<PathBuf>,
     /// In-scope queries: JSON Lines of {"qid", "query", "relevant_ids"}.
-    #[arg(long)]
-    queries: PathBuf,
+    #[arg(long, required = true)]
+    queries: Option<PathBuf>,
     /// Out-of-scope queries (relevant_ids empty): measures the hand-off.
     #[arg(long)]
     oos: Option<PathBuf>,
@@ -179,6 +183,26 @@ struct EvalArgs {
     model: ModelArgs,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// Measure sentiment and escalation on labelled messages: JSON Lines of
+    /// {"id", "text", "lang", "label": negative|neutral|positive, "escalate": bool}.
+    /// Prints escalation precision/recall/F1, per-label precision/recall,
+    /// accuracy, the confusion matrix, a per-language breakdown and the
+    /// misclassified messages with the cues that fired. Needs no model.
+    Sentiment(SentimentEvalArgs),
+}
+
+#[derive(Debug, Args)]
+struct SentimentEvalArgs {
+    /// Labelled messages (JSON Lines); `-` reads standard input.
+    #[arg(long)]
+    input: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -697,9 +721,18 @@ fn reindex(args: ReindexArgs) -> Result<()> {
 
 fn eval(args: EvalArgs) -> Result<()> {
     use crate::eval;
-    let corpus = eval::read_corpus(&args.corpus)?;
+    if let Some(EvalCommand::Sentiment(s)) = args.what {
+        if args.corpus.is_some() || args.queries.is_some() {
+            bail!("`kefu eval sentiment` takes --input, not --corpus or --queries");
+        }
+        return eval_sentiment(s);
+    }
+    let (Some(corpus_path), Some(queries_path)) = (&args.corpus, &args.queries) else {
+        bail!("kefu eval needs --corpus and --queries (or the `sentiment` subcommand)");
+    };
+    let corpus = eval::read_corpus(corpus_path)?;
     let ids: std::collections::HashSet<&str> = corpus.iter().map(|e| e.id.as_str()).collect();
-    let queries = eval::read_queries(&args.queries, &ids, false)?;
+    let queries = eval::read_queries(queries_path, &ids, false)?;
     let oos = match &args.oos {
         Some(p) => eval::read_queries(p, &ids, true)?,
         None => Vec::new(),
@@ -733,6 +766,30 @@ fn eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn eval_sentiment(args: SentimentEvalArgs) -> Result<()> {
+    use crate::assist::sentiment_eval;
+    let bytes = if args.input.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut b)
+            .context("reading standard input")?;
+        b
+    } else {
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?
+    };
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not valid UTF-8: {e}", args.input.display()))?;
+    let examples = sentiment_eval::parse_examples(&text)
+        .with_context(|| format!("reading labelled messages from {}", args.input.display()))?;
+    let report = sentiment_eval::evaluate(&examples);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", sentiment_eval::render(&report));
+    }
+    Ok(())
+}
+
 fn recommend(args: RecommendArgs) -> Result<()> {
     let engine = open_engine(&args.data, &args.model, args.engine.settings())?;
     let query = Query {
@@ -761,6 +818,31 @@ fn recommend(args: RecommendArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eval_takes_a_corpus_or_the_sentiment_subcommand() {
+        let cli =
+            Cli::try_parse_from(["kefu", "eval", "sentiment", "--input", "x.jsonl", "--json"])
+                .unwrap();
+        let Command::Eval(args) = cli.command else {
+            panic!("not eval")
+        };
+        let Some(EvalCommand::Sentiment(s)) = args.what else {
+            panic!("no sentiment subcommand")
+        };
+        assert_eq!(s.input, PathBuf::from("x.jsonl"));
+        assert!(s.json);
+
+        let cli = Cli::try_parse_from(["kefu", "eval", "--corpus", "c", "--queries", "q"]).unwrap();
+        let Command::Eval(args) = cli.command else {
+            panic!("not eval")
+        };
+        assert!(args.what.is_none());
+        assert_eq!(args.corpus, Some(PathBuf::from("c")));
+        // Without the subcommand, the corpus and queries stay required.
+        assert!(Cli::try_parse_from(["kefu", "eval", "--corpus", "c"]).is_err());
+        assert!(Cli::try_parse_from(["kefu", "eval", "sentiment"]).is_err());
+    }
 
     #[test]
     fn stdin_lines_split_and_reject_bad_utf8() {
