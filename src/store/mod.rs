@@ -8,4 +8,4 @@ pub use answer::{
     answer_json, hash_text, rfc3339, valid_id, Answer, AnswerDraft, AnswerInput, FieldError,
     Status, TextRole,
 };
-pub use sqlite::{SqliteStore, StoreError, UpsertOutcome};
+pub use sqlite::{Link, LinksOutcome, SqliteStore, StoreError, UpsertOutcome};
