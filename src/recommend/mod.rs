@@ -15,6 +15,7 @@ pub mod batcher;
 pub mod freshness;
 pub mod rank;
 mod reindex;
+mod related;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use crate::store::{Answer, AnswerInput, SqliteStore, Status, StoreError, TextRol
 pub use freshness::{AgePolicy, Flag, Freshness};
 use rank::{Calibration, Candidate, Candidates, Fusion};
 pub use reindex::{JobState, JobStatus, ReindexMode};
+pub use related::{Related, RelatedSource};
 
 /// Engine errors, mapped to HTTP statuses by the API layer.
 #[derive(Debug, thiserror::Error)]
