@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::error::{parse_json, ApiError};
 use super::{blocking, AppState};
+use crate::assist::sentiment::{self, Sentiment};
 use crate::embedding::TextKind;
 use crate::recommend::batcher::QueueError;
 use crate::recommend::{Query, Recommendations};
@@ -118,6 +119,8 @@ pub fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 async fn run(state: Arc<AppState>, q: Query) -> Result<Json<serde_json::Value>, ApiError> {
     let started = Instant::now();
     let engine = state.ready_engine()?;
+    // Tone and escalation of the question: rules over lexicons, microseconds.
+    let mood = sentiment::analyze(&q.question);
     // The question joins the batching queue (awaited, off the runtime's
     // threads); the search, a few milliseconds of CPU, runs on a blocking
     // thread.
@@ -136,7 +139,7 @@ async fn run(state: Arc<AppState>, q: Query) -> Result<Json<serde_json::Value>, 
         Vec::new()
     };
     let recs = blocking(move || Ok(engine.recommend_vector(&vector, &q).0)).await?;
-    Ok(Json(render(&recs, started)))
+    Ok(Json(render(&recs, &mood, started)))
 }
 
 /// An f32 as the nearest 6-decimal f64, so JSON shows 0.86, not 0.8600000143.
@@ -144,7 +147,7 @@ pub fn round6(x: f32) -> f64 {
     (x as f64 * 1e6).round() / 1e6
 }
 
-fn render(r: &Recommendations, started: Instant) -> serde_json::Value {
+fn render(r: &Recommendations, mood: &Sentiment, started: Instant) -> serde_json::Value {
     let results: Vec<serde_json::Value> = r
         .results
         .iter()
@@ -171,6 +174,8 @@ fn render(r: &Recommendations, started: Instant) -> serde_json::Value {
         "request_id": uuid::Uuid::new_v4().to_string(),
         "results": results,
         "handoff": r.handoff,
+        "sentiment": {"label": mood.label.as_str(), "score": round6(mood.score)},
+        "escalate": mood.escalate,
         "min_confidence": round6(r.min_confidence),
         "took_ms": started.elapsed().as_secs_f64() * 1000.0,
         "index_version": r.index_version,
