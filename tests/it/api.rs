@@ -38,7 +38,7 @@ const STALE_IDS: [&str; 7] = [
 ];
 
 /// Every record of the built-in demo library.
-fn demo_answers() -> &'static Vec<Value> {
+pub(crate) fn demo_answers() -> &'static Vec<Value> {
     static ANSWERS: OnceLock<Vec<Value>> = OnceLock::new();
     ANSWERS.get_or_init(|| {
         let text = std::fs::read_to_string(repo_root().join("src/demo/answers.jsonl")).unwrap();
@@ -49,7 +49,7 @@ fn demo_answers() -> &'static Vec<Value> {
     })
 }
 
-fn demo(id: &str) -> Value {
+pub(crate) fn demo(id: &str) -> Value {
     demo_answers()
         .iter()
         .find(|a| a["id"] == id)
@@ -86,7 +86,7 @@ extern "C" fn stop_shared_server() {
 
 /// Base URL of a server over an untouched demo library, for tests that only
 /// read. It is killed (and its data removed) when the test binary exits.
-fn shared() -> &'static str {
+pub(crate) fn shared() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
     BASE.get_or_init(|| {
         let dir = demo_data_dir();
@@ -112,15 +112,15 @@ fn http() -> &'static reqwest::blocking::Client {
 /// A response: status, body text and the body as JSON (`Null` if not JSON).
 #[derive(Debug)]
 pub(crate) struct Reply {
-    status: u16,
+    pub(crate) status: u16,
     content_type: String,
     /// The Retry-After header, if any.
     retry_after: Option<String>,
-    text: String,
-    json: Value,
+    pub(crate) text: String,
+    pub(crate) json: Value,
 }
 
-fn send(req: RequestBuilder) -> Reply {
+pub(crate) fn send(req: RequestBuilder) -> Reply {
     let resp = req.send().expect("request is answered");
     let status = resp.status().as_u16();
     let retry_after = resp
@@ -144,7 +144,7 @@ fn send(req: RequestBuilder) -> Reply {
     }
 }
 
-fn request(method: Method, base: &str, path: &str, key: Option<&str>) -> RequestBuilder {
+pub(crate) fn request(method: Method, base: &str, path: &str, key: Option<&str>) -> RequestBuilder {
     let mut req = http().request(method, format!("{base}{path}"));
     if let Some(k) = key {
         req = req.bearer_auth(k);
@@ -152,7 +152,7 @@ fn request(method: Method, base: &str, path: &str, key: Option<&str>) -> Request
     req
 }
 
-fn get(base: &str, path: &str) -> Reply {
+pub(crate) fn get(base: &str, path: &str) -> Reply {
     send(request(Method::GET, base, path, None))
 }
 
@@ -168,11 +168,11 @@ fn post_raw(base: &str, path: &str, body: impl Into<String>) -> Reply {
     )
 }
 
-fn put_json(base: &str, path: &str, body: &Value) -> Reply {
+pub(crate) fn put_json(base: &str, path: &str, body: &Value) -> Reply {
     send(request(Method::PUT, base, path, None).json(body))
 }
 
-fn delete(base: &str, path: &str) -> Reply {
+pub(crate) fn delete(base: &str, path: &str) -> Reply {
     send(request(Method::DELETE, base, path, None))
 }
 
@@ -192,7 +192,7 @@ pub(crate) fn get_json(base: &str, path: &str) -> Value {
 
 /// Asserts an error response: the status, the JSON content type, and exactly
 /// `{"error": {"code": CODE, "message": non-empty, ("details": ...)?}}`.
-fn assert_error(reply: &Reply, status: u16, code: &str) {
+pub(crate) fn assert_error(reply: &Reply, status: u16, code: &str) {
     assert_eq!(
         reply.status, status,
         "expected {status} {code}, got {} with body {}",
@@ -240,7 +240,7 @@ fn assert_error(reply: &Reply, status: u16, code: &str) {
 /// scores (at most 1 up to float rounding: the strict bound has its own test,
 /// `exact_matches_never_score_above_one`), sorted best first, and one result
 /// per answer.
-fn recommend(base: &str, body: &Value) -> Value {
+pub(crate) fn recommend(base: &str, body: &Value) -> Value {
     let recs = expect(post_json(base, "/v1/recommend", body), 200);
     check_results(&recs);
     recs
@@ -366,7 +366,7 @@ fn new_answer(id: &str, question: &str, answer: &str) -> Value {
 }
 
 /// A demo record as a PUT body (the id comes from the URL).
-fn put_body(id: &str) -> Value {
+pub(crate) fn put_body(id: &str) -> Value {
     let mut v = demo(id);
     v.as_object_mut().unwrap().remove("id");
     v
