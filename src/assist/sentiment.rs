@@ -1638,6 +1638,87 @@ mod tests {
     }
 
     #[test]
+    fn random_mixes_never_panic() {
+        // Pieces that exercise every path: cues, negators, modifiers,
+        // punctuation runs, apostrophes, emoji, full-width forms, numbers.
+        let pieces = [
+            "不",
+            "没",
+            "太",
+            "很",
+            "投诉",
+            "12315",
+            "差评",
+            "怎么",
+            "吗",
+            "？",
+            "！",
+            "!",
+            "?",
+            "'",
+            "*",
+            "n't",
+            "not",
+            "very",
+            "scam",
+            "you",
+            "fire",
+            "会",
+            "了",
+            "第三次",
+            "3",
+            "times",
+            "been",
+            "days",
+            "好",
+            "慢",
+            "了点",
+            "但是",
+            "but",
+            "ＡＢＣ",
+            "WHERE",
+            "😡",
+            "\u{FE0F}",
+            " ",
+            "\n",
+            "还没",
+            "急",
+            "马上",
+            "坏了",
+            "冒充",
+            "退一赔三",
+            "disapointed",
+            "a",
+            "5",
+            "次",
+            "谢谢",
+            "thanks",
+            "滚",
+            "-",
+            "é",
+            "Ω",
+            "\u{3000}",
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..3000 {
+            let mut text = String::new();
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let n = (state >> 59) as usize + 1;
+            for _ in 0..n {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
+            }
+            let s = analyze(&text);
+            assert!((-1.0..=1.0).contains(&s.score), "{text:?}: {}", s.score);
+            assert!(!s.escalate || s.label == Label::Negative, "{text:?}: {s:?}");
+        }
+    }
+
+    #[test]
     fn tokens_are_normalised() {
         let lex = lexicon();
         let toks = tokenize(
