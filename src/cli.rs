@@ -49,7 +49,8 @@ enum Command {
     /// Recommend answers for a question from the command line.
     Recommend(RecommendArgs),
     /// Measure retrieval quality on a labelled question set (loaded into a
-    /// throwaway data directory through the service's own pipeline).
+    /// throwaway data directory through the service's own pipeline), or, with
+    /// `eval sentiment`, sentiment and escalation on labelled messages.
     Eval(Box<EvalArgs>),
 }
 
@@ -220,6 +221,12 @@ enum EvalCommand {
     /// Top-1 on multi-turn conversations with and without their context
     /// (tests/fixtures/conversations.jsonl over `kefu import --demo`).
     Context(Box<EvalContextArgs>),
+    /// Measure sentiment and escalation on labelled messages: JSON Lines of
+    /// {"id", "text", "lang", "label": negative|neutral|positive, "escalate": bool}.
+    /// Prints escalation precision/recall/F1, per-label precision/recall,
+    /// accuracy, the confusion matrix, a per-language breakdown and the
+    /// misclassified messages with the cues that fired. Needs no model.
+    Sentiment(SentimentEvalArgs),
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +268,16 @@ struct ClassifyEvalArgs {
     model: ModelArgs,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+struct SentimentEvalArgs {
+    /// Labelled messages (JSON Lines); `-` reads standard input.
+    #[arg(long)]
+    input: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The review queue's threshold.
@@ -843,10 +860,16 @@ fn eval(args: EvalArgs) -> Result<()> {
     match args.what {
         Some(EvalCommand::Classify(a)) => return eval_classify(*a),
         Some(EvalCommand::Context(a)) => return eval_context(*a),
+        Some(EvalCommand::Sentiment(s)) => {
+            if args.corpus.is_some() || args.queries.is_some() {
+                bail!("`kefu eval sentiment` takes --input, not --corpus or --queries");
+            }
+            return eval_sentiment(s);
+        }
         None => {}
     }
     let (Some(corpus), Some(queries)) = (&args.corpus, &args.queries) else {
-        bail!("kefu eval needs --corpus and --queries (or the classify subcommand)");
+        bail!("kefu eval needs --corpus and --queries (or a subcommand: classify, context, sentiment)");
     };
     let corpus = eval::read_corpus(corpus)?;
     let ids: std::collections::HashSet<&str> = corpus.iter().map(|e| e.id.as_str()).collect();
@@ -920,6 +943,30 @@ fn eval_classify(args: ClassifyEvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn eval_sentiment(args: SentimentEvalArgs) -> Result<()> {
+    use crate::assist::sentiment_eval;
+    let bytes = if args.input.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut b)
+            .context("reading standard input")?;
+        b
+    } else {
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?
+    };
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not valid UTF-8: {e}", args.input.display()))?;
+    let examples = sentiment_eval::parse_examples(&text)
+        .with_context(|| format!("reading labelled messages from {}", args.input.display()))?;
+    let report = sentiment_eval::evaluate(&examples);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", sentiment_eval::render(&report));
+    }
+    Ok(())
+}
+
 fn recommend(args: RecommendArgs) -> Result<()> {
     let engine = open_engine(&args.data, &args.model, args.engine.settings())?;
     let query = Query {
@@ -948,6 +995,31 @@ fn recommend(args: RecommendArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eval_takes_a_corpus_or_the_sentiment_subcommand() {
+        let cli =
+            Cli::try_parse_from(["kefu", "eval", "sentiment", "--input", "x.jsonl", "--json"])
+                .unwrap();
+        let Command::Eval(args) = cli.command else {
+            panic!("not eval")
+        };
+        let Some(EvalCommand::Sentiment(s)) = args.what else {
+            panic!("no sentiment subcommand")
+        };
+        assert_eq!(s.input, PathBuf::from("x.jsonl"));
+        assert!(s.json);
+
+        let cli = Cli::try_parse_from(["kefu", "eval", "--corpus", "c", "--queries", "q"]).unwrap();
+        let Command::Eval(args) = cli.command else {
+            panic!("not eval")
+        };
+        assert!(args.what.is_none());
+        assert_eq!(args.corpus, Some(PathBuf::from("c")));
+        // Without the subcommand, the corpus and queries stay required.
+        assert!(Cli::try_parse_from(["kefu", "eval", "--corpus", "c"]).is_err());
+        assert!(Cli::try_parse_from(["kefu", "eval", "sentiment"]).is_err());
+    }
 
     #[test]
     fn stdin_lines_split_and_reject_bad_utf8() {

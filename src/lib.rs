@@ -6,7 +6,8 @@
 //!   the offline model converter).
 //! - [`store`]: the answer library in SQLite (answers, embedding cache).
 //! - [`index`]: the HNSW vector index on disk.
-//! - [`recommend`]: the engine: recommend, freshness, reindex.
+//! - [`recommend`]: the engine: recommend, freshness, reindex, related answers.
+//! - [`assist`]: sentiment and escalation of a customer's message.
 //! - [`eval`]: retrieval-quality measurement (`kefu eval`).
 //! - [`bench`]: embedding speed and memory (`kefu model bench`).
 //! - [`privacy`]: masking of e-mails, phone and order numbers before storage.
@@ -14,6 +15,7 @@
 //! - [`cli`]: command-line parsing and the commands.
 
 pub mod api;
+pub mod assist;
 pub mod bench;
 pub mod cli;
 pub mod demo;

@@ -1,6 +1,6 @@
 //! The answer library over HTTP: upsert (one, an array, or
 //! `{"answers": [...]}`), read, list with filters and a cursor, replace,
-//! delete.
+//! delete; related answers (editor links, then the nearest answers).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,11 +15,12 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::error::{json_error, parse_json, ApiError};
-use super::recommend::body;
+use super::recommend::{body, round6};
 use super::{blocking, AppState};
-use crate::recommend::{Engine, Flag};
+use crate::recommend::{Engine, Flag, RelatedSource};
 use crate::store::{
-    answer_json, valid_id, Answer, AnswerDraft, AnswerInput, Status, UpsertOutcome,
+    answer_json, valid_id, Answer, AnswerDraft, AnswerInput, Link, LinksOutcome, Status,
+    UpsertOutcome,
 };
 
 const MAX_BATCH: usize = 10_000;
@@ -264,4 +265,184 @@ pub async fn list(
     Ok(Json(
         serde_json::json!({"answers": page, "next_cursor": next_cursor}),
     ))
+}
+
+// ---------------------------------------------------------------------------
+// Related answers.
+
+const DEFAULT_RELATED_K: i64 = 5;
+const MAX_RELATED_K: i64 = 50;
+/// Most links an editor may set on one answer.
+pub const MAX_LINKS: usize = 20;
+/// Longest note on a link, in characters.
+pub const MAX_NOTE_CHARS: usize = 500;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelatedParams {
+    k: Option<i64>,
+}
+
+/// `GET /v1/answers/{id}/related?k=5`: the editor's links first, then the
+/// nearest answers in the vector index; `k` caps the whole list.
+pub async fn related(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    params: Result<Query<RelatedParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_id(&id)?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let k = p.k.unwrap_or(DEFAULT_RELATED_K);
+    if !(1..=MAX_RELATED_K).contains(&k) {
+        return Err(ApiError::invalid(
+            "invalid_k",
+            format!("k must be between 1 and {MAX_RELATED_K}, got {k}"),
+        ));
+    }
+    let engine = state.ready_engine()?;
+    let id2 = id.clone();
+    let related = blocking(move || engine.related(&id2, k as usize).map_err(ApiError::from))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no answer with id '{id}'")))?;
+    let items: Vec<serde_json::Value> = related
+        .iter()
+        .map(|r| {
+            let a = &r.answer.input;
+            let mut v = serde_json::json!({
+                "answer_id": a.id,
+                "question": a.question,
+                "category": a.category,
+                "subcategory": a.subcategory,
+            });
+            match &r.source {
+                RelatedSource::Link { note } => {
+                    v["score"] = serde_json::Value::Null;
+                    v["source"] = "link".into();
+                    v["note"] = serde_json::json!(note);
+                }
+                RelatedSource::Similar { score } => {
+                    v["score"] = serde_json::json!(round6(*score));
+                    v["source"] = "similar".into();
+                }
+            }
+            v
+        })
+        .collect();
+    Ok(Json(serde_json::json!({"answer_id": id, "related": items})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinksBody {
+    links: Vec<LinkBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    answer_id: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+fn links_json(id: &str, links: &[Link]) -> serde_json::Value {
+    let links: Vec<serde_json::Value> = links
+        .iter()
+        .map(|l| serde_json::json!({"answer_id": l.answer_id, "note": l.note}))
+        .collect();
+    serde_json::json!({"answer_id": id, "links": links})
+}
+
+fn unknown_related(index: usize, answer_id: &str) -> ApiError {
+    ApiError::invalid(
+        "unknown_related_answer",
+        format!("links[{index}]: no answer with id '{answer_id}'"),
+    )
+    .with_details(serde_json::json!({"index": index, "answer_id": answer_id}))
+}
+
+/// `PUT /v1/answers/{id}/related`: replaces the editor's links (at most
+/// [`MAX_LINKS`], each to an existing other answer, no repeats).
+pub async fn put_related(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_id(&id)?;
+    let req: LinksBody = parse_json(&body(raw)?)?;
+    if req.links.len() > MAX_LINKS {
+        return Err(ApiError::invalid(
+            "too_many_links",
+            format!(
+                "at most {MAX_LINKS} links per answer, got {}",
+                req.links.len()
+            ),
+        ));
+    }
+    let engine = state.engine()?;
+    if engine.get(&id).is_none() {
+        return Err(ApiError::not_found(format!("no answer with id '{id}'")));
+    }
+    let mut seen = HashSet::new();
+    let mut links = Vec::with_capacity(req.links.len());
+    for (index, l) in req.links.into_iter().enumerate() {
+        if !valid_id(&l.answer_id) {
+            return Err(ApiError::invalid(
+                "unknown_related_answer",
+                format!(
+                    "links[{index}].answer_id is not an answer id \
+                     (1-128 characters of A-Z a-z 0-9 . _ : -)"
+                ),
+            )
+            .with_details(serde_json::json!({"index": index})));
+        }
+        if l.answer_id == id {
+            return Err(ApiError::invalid(
+                "self_link",
+                format!("links[{index}]: an answer cannot be related to itself"),
+            )
+            .with_details(serde_json::json!({"index": index, "answer_id": l.answer_id})));
+        }
+        if engine.get(&l.answer_id).is_none() {
+            return Err(unknown_related(index, &l.answer_id));
+        }
+        if !seen.insert(l.answer_id.clone()) {
+            return Err(ApiError::invalid(
+                "duplicate_link",
+                format!("links[{index}]: '{}' is linked twice", l.answer_id),
+            )
+            .with_details(serde_json::json!({"index": index, "answer_id": l.answer_id})));
+        }
+        let note = l
+            .note
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty());
+        if note
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+        {
+            return Err(ApiError::invalid(
+                "note_too_long",
+                format!("links[{index}].note is over {MAX_NOTE_CHARS} characters"),
+            )
+            .with_details(serde_json::json!({"index": index})));
+        }
+        links.push(Link {
+            answer_id: l.answer_id,
+            note,
+        });
+    }
+    let (id2, links2) = (id.clone(), links.clone());
+    let outcome = blocking(move || engine.set_links(&id2, &links2).map_err(ApiError::from)).await?;
+    match outcome {
+        LinksOutcome::Stored => Ok(Json(links_json(&id, &links))),
+        // Deleted between the checks above and the write.
+        LinksOutcome::UnknownAnswer => {
+            Err(ApiError::not_found(format!("no answer with id '{id}'")))
+        }
+        LinksOutcome::UnknownRelated(r) => {
+            let index = links.iter().position(|l| l.answer_id == r).unwrap_or(0);
+            Err(unknown_related(index, &r))
+        }
+    }
 }

@@ -114,6 +114,14 @@ mod tests {
             Some(Role::Reader)
         );
         assert_eq!(
+            needed_role(&Method::GET, "/v1/answers/{id}/related"),
+            Some(Role::Reader)
+        );
+        assert_eq!(
+            needed_role(&Method::PUT, "/v1/answers/{id}/related"),
+            Some(Role::Editor)
+        );
+        assert_eq!(
             needed_role(&Method::DELETE, "/v1/answers/x"),
             Some(Role::Editor)
         );

@@ -162,6 +162,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .put(answers::put)
                 .delete(answers::delete),
         )
+        .route(
+            "/v1/answers/{id}/related",
+            get(answers::related).put(answers::put_related),
+        )
         .route("/v1/reindex", post(ops::reindex))
         .route("/v1/reindex/{job_id}", get(ops::job))
         .route("/v1/index", get(ops::index))

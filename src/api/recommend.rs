@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::error::{parse_json, ApiError};
 use super::{blocking, AppState};
+use crate::assist::sentiment::{self, Sentiment};
 use crate::embedding::TextKind;
 use crate::recommend::batcher::QueueError;
 use crate::recommend::context::{self, Turn};
@@ -170,6 +171,17 @@ async fn run(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let started = Instant::now();
     let engine = state.ready_engine()?;
+    // Tone and escalation of the question: rules over lexicons, microseconds.
+    // An angry or threatening customer turn among the latest ones keeps the
+    // conversation escalated even when the follow-up itself is calm.
+    let mut mood = sentiment::analyze(&q.question);
+    mood.escalate = mood.escalate
+        || turns
+            .iter()
+            .rev()
+            .filter(|t| t.role == context::Role::Customer)
+            .take(3)
+            .any(|t| sentiment::analyze(&t.text).escalate);
     let policy = engine.settings().context;
     // The question read with its latest turns, when context is given.
     let in_context = (policy.turns > 0)
@@ -198,7 +210,7 @@ async fn run(
         Ok((recs, blended.is_some(), classification))
     })
     .await?;
-    let mut body = render(&recs, &classification, started);
+    let mut body = render(&recs, &classification, &mood, started);
     body["context"] = serde_json::json!({"turns": turns.len(), "used": used});
     Ok(Json(body))
 }
@@ -208,7 +220,12 @@ pub fn round6(x: f32) -> f64 {
     (x as f64 * 1e6).round() / 1e6
 }
 
-fn render(r: &Recommendations, c: &Classification, started: Instant) -> serde_json::Value {
+fn render(
+    r: &Recommendations,
+    c: &Classification,
+    mood: &Sentiment,
+    started: Instant,
+) -> serde_json::Value {
     let results: Vec<serde_json::Value> = r
         .results
         .iter()
@@ -235,6 +252,8 @@ fn render(r: &Recommendations, c: &Classification, started: Instant) -> serde_js
         "request_id": uuid::Uuid::new_v4().to_string(),
         "results": results,
         "handoff": r.handoff,
+        "sentiment": {"label": mood.label.as_str(), "score": round6(mood.score)},
+        "escalate": mood.escalate,
         "min_confidence": round6(r.min_confidence),
         "took_ms": started.elapsed().as_secs_f64() * 1000.0,
         "index_version": r.index_version,

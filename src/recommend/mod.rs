@@ -17,6 +17,7 @@ pub mod context;
 pub mod freshness;
 pub mod rank;
 mod reindex;
+mod related;
 pub mod review;
 pub mod taxonomy;
 
@@ -34,6 +35,7 @@ pub use classify::{Classification, ClassifierSettings};
 pub use freshness::{AgePolicy, Flag, Freshness};
 use rank::{Calibration, Candidate, Candidates, Fusion};
 pub use reindex::{JobState, JobStatus, ReindexMode};
+pub use related::{Related, RelatedSource};
 
 /// Engine errors, mapped to HTTP statuses by the API layer.
 #[derive(Debug, thiserror::Error)]

@@ -12,4 +12,4 @@ pub use answer::{
 pub use sqlite::review::{
     LabelledVector, NewReviewItem, Predicted, ReviewItem, ReviewLabel, ReviewStatus, MAX_PENDING,
 };
-pub use sqlite::{SqliteStore, StoreError, UpsertOutcome};
+pub use sqlite::{Link, LinksOutcome, SqliteStore, StoreError, UpsertOutcome};

@@ -43,6 +43,24 @@ pub enum UpsertOutcome {
     Unchanged,
 }
 
+/// An editor-set link from one answer to a related one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub answer_id: String,
+    pub note: Option<String>,
+}
+
+/// What [`SqliteStore::set_links`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinksOutcome {
+    /// The list was replaced.
+    Stored,
+    /// The answer itself does not exist; nothing changed.
+    UnknownAnswer,
+    /// A linked answer does not exist; nothing changed.
+    UnknownRelated(String),
+}
+
 /// The SQLite-backed store. One connection behind a mutex: SQLite
 /// serialises writers anyway, and reads on the request path use the
 /// in-memory catalog instead.
@@ -83,6 +101,14 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS answer_links (
+    answer_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    related_id TEXT NOT NULL,
+    note TEXT,
+    PRIMARY KEY (answer_id, related_id)
+);
+CREATE INDEX IF NOT EXISTS answer_links_related ON answer_links (related_id);
 ";
 
 fn ts(s: Option<String>) -> Result<Option<OffsetDateTime>, StoreError> {
@@ -324,12 +350,62 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Deletes one answer; false when there was none.
+    /// Deletes one answer and the links to and from it (one transaction);
+    /// false when there was none.
     pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM answers WHERE id = ?1", [id])?
-            > 0)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let existed = tx.execute("DELETE FROM answers WHERE id = ?1", [id])? > 0;
+        tx.execute(
+            "DELETE FROM answer_links WHERE answer_id = ?1 OR related_id = ?1",
+            [id],
+        )?;
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    /// The links an editor set on an answer, in their order.
+    pub fn links(&self, id: &str) -> Result<Vec<Link>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT related_id, note FROM answer_links WHERE answer_id = ?1 ORDER BY position",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            Ok(Link {
+                answer_id: r.get(0)?,
+                note: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces an answer's links (one transaction). The answer and every
+    /// linked answer must exist when the transaction runs, so a link never
+    /// points at an answer deleted meanwhile.
+    pub fn set_links(&self, id: &str, links: &[Link]) -> Result<LinksOutcome, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut exists = tx.prepare_cached("SELECT 1 FROM answers WHERE id = ?1")?;
+            if !exists.exists([id])? {
+                return Ok(LinksOutcome::UnknownAnswer);
+            }
+            for l in links {
+                if !exists.exists([&l.answer_id])? {
+                    return Ok(LinksOutcome::UnknownRelated(l.answer_id.clone()));
+                }
+            }
+            tx.execute("DELETE FROM answer_links WHERE answer_id = ?1", [id])?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO answer_links (answer_id, position, related_id, note) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (i, l) in links.iter().enumerate() {
+                insert.execute(params![id, i as i64, l.answer_id, l.note])?;
+            }
+        }
+        tx.commit()?;
+        Ok(LinksOutcome::Stored)
     }
 
     /// Cached vectors for these text hashes (missing ones are absent).
@@ -447,6 +523,78 @@ mod tests {
         assert!(s.delete("a").unwrap());
         assert!(!s.delete("a").unwrap());
         assert!(s.get("a").unwrap().is_none());
+    }
+
+    #[test]
+    fn links_keep_their_order_and_go_with_a_deleted_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        s.upsert(&[input("a", "x"), input("b", "y"), input("c", "z")], now)
+            .unwrap();
+        let link = |id: &str, note: Option<&str>| Link {
+            answer_id: id.into(),
+            note: note.map(str::to_string),
+        };
+        let links = vec![link("c", Some("see also")), link("b", None)];
+        assert_eq!(s.set_links("a", &links).unwrap(), LinksOutcome::Stored);
+        assert_eq!(
+            s.set_links("b", &[link("a", None)]).unwrap(),
+            LinksOutcome::Stored
+        );
+        assert_eq!(s.links("a").unwrap(), links);
+        // Unknown answers change nothing.
+        assert_eq!(
+            s.set_links("a", &[link("b", None), link("nope", None)])
+                .unwrap(),
+            LinksOutcome::UnknownRelated("nope".into())
+        );
+        assert_eq!(
+            s.set_links("nope", &[link("a", None)]).unwrap(),
+            LinksOutcome::UnknownAnswer
+        );
+        assert_eq!(s.links("a").unwrap(), links);
+        assert!(s.links("nope").unwrap().is_empty());
+        // Replacing, then deleting: links to and from a deleted answer go.
+        assert_eq!(
+            s.set_links("c", &[link("b", None), link("a", None)])
+                .unwrap(),
+            LinksOutcome::Stored
+        );
+        assert!(s.delete("b").unwrap());
+        assert_eq!(s.links("a").unwrap(), vec![link("c", Some("see also"))]);
+        assert_eq!(s.links("c").unwrap(), vec![link("a", None)]);
+        assert!(s.links("b").unwrap().is_empty());
+        // A new answer under the old id starts without links.
+        s.upsert(&[input("b", "again")], now).unwrap();
+        assert!(s.links("b").unwrap().is_empty());
+        drop(s);
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(s.links("a").unwrap(), vec![link("c", Some("see also"))]);
+        assert_eq!(s.set_links("a", &[]).unwrap(), LinksOutcome::Stored);
+        assert!(s.links("a").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_database_from_before_links_gains_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old_schema = SCHEMA
+                .split("CREATE TABLE IF NOT EXISTS answer_links")
+                .next()
+                .unwrap();
+            let conn = Connection::open(dir.path().join("kefu.db")).unwrap();
+            conn.execute_batch(old_schema).unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        s.upsert(&[input("a", "x"), input("b", "y")], now).unwrap();
+        let links = [Link {
+            answer_id: "b".into(),
+            note: None,
+        }];
+        assert_eq!(s.set_links("a", &links).unwrap(), LinksOutcome::Stored);
+        assert_eq!(s.links("a").unwrap(), links);
     }
 
     #[test]

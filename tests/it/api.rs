@@ -49,7 +49,7 @@ pub(crate) fn demo_answers() -> &'static Vec<Value> {
     })
 }
 
-fn demo(id: &str) -> Value {
+pub(crate) fn demo(id: &str) -> Value {
     demo_answers()
         .iter()
         .find(|a| a["id"] == id)
@@ -168,11 +168,11 @@ pub(crate) fn post_raw(base: &str, path: &str, body: impl Into<String>) -> Reply
     )
 }
 
-fn put_json(base: &str, path: &str, body: &Value) -> Reply {
+pub(crate) fn put_json(base: &str, path: &str, body: &Value) -> Reply {
     send(request(Method::PUT, base, path, None).json(body))
 }
 
-fn delete(base: &str, path: &str) -> Reply {
+pub(crate) fn delete(base: &str, path: &str) -> Reply {
     send(request(Method::DELETE, base, path, None))
 }
 
@@ -366,7 +366,7 @@ fn new_answer(id: &str, question: &str, answer: &str) -> Value {
 }
 
 /// A demo record as a PUT body (the id comes from the URL).
-fn put_body(id: &str) -> Value {
+pub(crate) fn put_body(id: &str) -> Value {
     let mut v = demo(id);
     v.as_object_mut().unwrap().remove("id");
     v

@@ -353,3 +353,155 @@ fn model_bench_refuses_bad_texts_files() {
         "{err}"
     );
 }
+
+/// A small labelled set in the format of `kefu eval sentiment`, with one
+/// deliberately wrong label ("wrong-1": a thank-you labelled an angry threat).
+fn sentiment_set() -> String {
+    let rows = [
+        ("z1", "怎么投诉？", "zh", "neutral", false),
+        ("z2", "我要去12315投诉你们！", "zh", "negative", true),
+        ("z3", "谢谢，问题解决了", "zh", "positive", false),
+        ("e1", "Thank you so much!", "en", "positive", false),
+        ("e2", "I will sue you", "en", "negative", true),
+        ("e3", "where is my refund", "en", "neutral", false),
+        (
+            "wrong-1",
+            "Thanks a lot, great service",
+            "en",
+            "negative",
+            true,
+        ),
+        ("m1", "refund还没到账，我要投诉", "mixed", "negative", true),
+    ];
+    rows.iter()
+        .map(|(id, text, lang, label, esc)| {
+            serde_json::json!({"id": id, "text": text, "lang": lang, "label": label, "escalate": esc})
+                .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn eval_sentiment_measures_a_labelled_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages.jsonl");
+    std::fs::write(&path, sentiment_set()).unwrap();
+    let out = kefu(
+        &[
+            "eval",
+            "sentiment",
+            "--input",
+            path.to_str().unwrap(),
+            "--json",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(r["messages"], 8);
+    // Escalate: z2, e2, m1 found; wrong-1 "missed"; four true negatives.
+    let e = &r["escalate"];
+    assert_eq!(
+        (&e["tp"], &e["fp"], &e["fn"], &e["tn"]),
+        (&3.into(), &0.into(), &1.into(), &4.into())
+    );
+    assert_eq!(e["precision"], 1.0);
+    assert_eq!(e["recall"], 0.75);
+    assert!((e["f1"].as_f64().unwrap() - 6.0 / 7.0).abs() < 1e-9, "{e}");
+    let l = &r["labels"];
+    assert_eq!(l["accuracy"], 0.875);
+    // Rows: labelled negative, neutral, positive; columns: predicted.
+    assert_eq!(
+        l["confusion"],
+        serde_json::json!([[3, 0, 1], [0, 2, 0], [0, 0, 2]])
+    );
+    let neg = &l["per_label"][0];
+    assert_eq!(
+        (&neg["label"], &neg["support"], &neg["predicted"]),
+        (&"negative".into(), &4.into(), &3.into())
+    );
+    assert_eq!(
+        (&neg["precision"], &neg["recall"]),
+        (&1.0.into(), &0.75.into())
+    );
+    let langs: Vec<(&str, u64)> = r["by_language"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["lang"].as_str().unwrap(), g["messages"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(langs, [("en", 4), ("mixed", 1), ("zh", 3)]);
+    let missed = r["misclassified"].as_array().unwrap();
+    assert_eq!(missed.len(), 1, "{missed:?}");
+    assert_eq!(missed[0]["id"], "wrong-1");
+    assert_eq!(missed[0]["predicted_label"], "positive");
+    let cues = missed[0]["cues"].as_array().unwrap();
+    assert!(
+        cues.iter().any(|c| c.as_str().unwrap().starts_with("pos:")),
+        "{cues:?}"
+    );
+    assert!(r["micros_per_message"].as_f64().unwrap() > 0.0);
+
+    // The text report, from standard input.
+    let out = kefu(
+        &["eval", "sentiment", "--input", "-"],
+        sentiment_set().as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "sentiment: 8 messages (en 4, mixed 1, zh 3)",
+        "precision 1.000  recall 0.750  F1 0.857",
+        "accuracy 0.875",
+        "confusion (rows: labelled, columns: predicted)",
+        "by language",
+        "misclassified: 1",
+        "wrong-1 [en] negative -> positive; escalate true -> false",
+        "cues: pos:",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn eval_sentiment_rejects_bad_input_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = r#"{"id": "a", "text": "谢谢", "lang": "zh", "label": "positive", "escalate": false}"#;
+    let cases = [
+        (format!("{ok}\n{{\"id\": \"b\", \"text\": \"x\", \"label\": \"angry\", \"escalate\": true}}\n"), "line 2: label must be negative, neutral or positive"),
+        (format!("{ok}\nnot json\n"), "line 2"),
+        (format!("{ok}\n{{\"id\": \"c\", \"text\": \"x\", \"label\": \"neutral\", \"escalate\": \"yes\"}}\n"), "line 2"),
+        ("".to_string(), "no labelled messages"),
+    ];
+    for (i, (content, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.jsonl"));
+        std::fs::write(&path, content).unwrap();
+        let out = kefu(
+            &["eval", "sentiment", "--input", path.to_str().unwrap()],
+            b"",
+        );
+        assert!(!out.status.success(), "case {i} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "case {i}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = kefu(
+        &["eval", "sentiment", "--input", "/nonexistent/set.jsonl"],
+        b"",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/set.jsonl"), "{err}");
+    let out = kefu(&["eval", "sentiment", "--input", "-"], b"\xff\xfe\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid UTF-8"));
+}

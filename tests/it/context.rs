@@ -140,3 +140,31 @@ fn bad_context_is_refused_with_stable_codes() {
     let recs = recommend(base, &json!({"question": "那运费谁出？", "context": []}));
     assert_eq!(recs["context"], json!({"turns": 0, "used": false}));
 }
+
+#[test]
+fn an_angry_earlier_turn_keeps_the_conversation_escalated() {
+    let base = shared();
+    let question = "那现在怎么处理？";
+    let calm = recommend(base, &json!({"question": question}));
+    assert_eq!(calm["escalate"], json!(false), "{calm}");
+    let with = recommend(
+        base,
+        &json!({
+            "question": question,
+            "context": [
+                {"role": "customer", "text": "收到的充电宝用了两次就鼓包发烫了，再不处理我就去12315投诉！"},
+                {"role": "agent", "text": "非常抱歉，请您先停止使用"}
+            ]
+        }),
+    );
+    assert_eq!(with["escalate"], json!(true), "{with}");
+    // An agent's words never escalate a conversation.
+    let agent_only = recommend(
+        base,
+        &json!({
+            "question": question,
+            "context": [{"role": "agent", "text": "如需投诉可拨打12315，我们也可以立刻为您处理"}]
+        }),
+    );
+    assert_eq!(agent_only["escalate"], json!(false), "{agent_only}");
+}

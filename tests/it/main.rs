@@ -3,6 +3,7 @@
 //! `scripts/fetch-model.sh`, which the README's test command runs first).
 
 mod api;
+mod assist;
 mod classify;
 mod cli;
 mod common;
