@@ -62,6 +62,9 @@ pub struct Settings {
     /// How standard questions and variants are embedded: as queries (the
     /// query prefix on both sides, the default) or as passages.
     pub question_kind: TextKind,
+    /// Weight of the feedback term in the ordering score (0: off, at most
+    /// 0.1): `w * (2 * (helpful + 1) / (feedback + 2) - 1)`, in [-w, w].
+    pub feedback_boost: f32,
 }
 
 impl Default for Settings {
@@ -74,6 +77,7 @@ impl Default for Settings {
             calibration: None,
             min_confidence: None,
             question_kind: TextKind::Query,
+            feedback_boost: 0.0,
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct Engine {
     index_root: PathBuf,
     jobs: reindex::Jobs,
     reindex_observer: std::sync::OnceLock<Box<dyn Fn(f64) + Send + Sync>>,
+    /// (helpful, total) feedback per answer, for the feedback boost.
+    feedback: RwLock<HashMap<String, (u32, u32)>>,
 }
 
 /// The folder holding index versions inside a data directory.
@@ -234,6 +240,7 @@ impl Engine {
             index_root: root,
             jobs: reindex::Jobs::default(),
             reindex_observer: std::sync::OnceLock::new(),
+            feedback: RwLock::new(HashMap::new()),
         });
         reindex::start_worker(&engine);
         Ok((engine, needs_build))
@@ -358,7 +365,7 @@ impl Engine {
         };
         let keep = |p: &PointMeta| catalog.get(&*p.answer_id).is_some_and(|a| admissible(a));
         let cands = self.candidates(&index, vector, &q.question, q.top_k, &keep);
-        let ranked = cands.rank(&self.settings.fusion, &self.settings.calibration(), q.top_k);
+        let ranked = self.rank(&cands, q.top_k);
         let min_confidence = q.min_confidence.unwrap_or(self.settings.min_confidence());
         let results: Vec<Recommendation> = ranked
             .into_iter()
@@ -387,6 +394,36 @@ impl Engine {
             index_version: index.manifest().version,
         };
         (recs, cands)
+    }
+
+    /// Ranks candidates, with the feedback boost when it is on.
+    fn rank(&self, cands: &Candidates, top_k: usize) -> Vec<rank::Ranked> {
+        let (fusion, cal) = (&self.settings.fusion, self.settings.calibration());
+        let w = self.settings.feedback_boost;
+        if w <= 0.0 {
+            return cands.rank(fusion, &cal, top_k);
+        }
+        let counts = self.feedback.read().unwrap_or_else(|p| p.into_inner());
+        let boost = |id: &str| {
+            counts
+                .get(id)
+                .map_or(0.0, |&(h, n)| rank::feedback_term(w, h, n))
+        };
+        cands.rank_boosted(fusion, &cal, top_k, &boost)
+    }
+
+    /// Replaces the feedback counts the boost ranks with ((helpful, total)
+    /// per answer id).
+    pub fn set_feedback_counts(&self, counts: HashMap<String, (u32, u32)>) {
+        *self.feedback.write().unwrap_or_else(|p| p.into_inner()) = counts;
+    }
+
+    /// Updates one answer's feedback counts.
+    pub fn set_feedback_count(&self, answer_id: &str, helpful: u32, total: u32) {
+        self.feedback
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(answer_id.to_string(), (helpful, total));
     }
 
     /// Candidate answers from both legs, each scored exactly over all of
