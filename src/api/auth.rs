@@ -83,7 +83,7 @@ impl Keys {
 pub fn needed_role(method: &Method, path: &str) -> Option<Role> {
     match path {
         "/healthz" | "/readyz" | "/openapi.json" => None,
-        "/v1/recommend" | "/v1/suggest" | "/metrics" => Some(Role::Reader),
+        "/v1/recommend" | "/v1/suggest" | "/v1/feedback" | "/metrics" => Some(Role::Reader),
         p if p.starts_with("/v1/answers") && *method == Method::GET => Some(Role::Reader),
         _ => Some(Role::Editor),
     }
@@ -116,5 +116,13 @@ mod tests {
             Some(Role::Editor)
         );
         assert_eq!(needed_role(&Method::GET, "/healthz"), None);
+        assert_eq!(
+            needed_role(&Method::POST, "/v1/feedback"),
+            Some(Role::Reader)
+        );
+        assert_eq!(
+            needed_role(&Method::GET, "/v1/analytics/hot"),
+            Some(Role::Editor)
+        );
     }
 }

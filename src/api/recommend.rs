@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::error::{parse_json, ApiError};
 use super::{blocking, AppState};
+use crate::analytics::LogEntry;
 use crate::embedding::TextKind;
 use crate::recommend::batcher::QueueError;
 use crate::recommend::{Query, Recommendations};
@@ -135,8 +136,15 @@ async fn run(state: Arc<AppState>, q: Query) -> Result<Json<serde_json::Value>, 
     } else {
         Vec::new()
     };
-    let recs = blocking(move || Ok(engine.recommend_vector(&vector, &q).0)).await?;
-    Ok(Json(render(&recs, started)))
+    let (recs, q, vector) = blocking(move || {
+        let recs = engine.recommend_vector(&vector, &q).0;
+        Ok((recs, q, vector))
+    })
+    .await?;
+    let body = render(&recs, started);
+    // The query log: handed to its writer thread, never waited for.
+    state.log_query(LogEntry::from_recommendation(&body, &q, &recs, vector));
+    Ok(Json(body))
 }
 
 /// An f32 as the nearest 6-decimal f64, so JSON shows 0.86, not 0.8600000143.
