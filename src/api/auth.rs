@@ -1,6 +1,7 @@
 //! API keys with roles (`KEFU_API_KEYS=reader:KEY,editor:KEY`), sent as
-//! `Authorization: Bearer KEY`. Readers may recommend, suggest and read
-//! answers; editors may do everything. Keys are never logged.
+//! `Authorization: Bearer KEY`. Readers may recommend, suggest, read
+//! answers and send feedback; editors may do everything (analytics
+//! included). Keys are never logged.
 
 use std::collections::HashMap;
 
