@@ -307,7 +307,7 @@ pub fn clusters(
     if let Some(m) = centre {
         center(&mut vectors, &m);
     }
-    let found = cluster(&vectors, opts.threshold, super::report::MAX_CLUSTERS);
+    let found = cluster(&vectors, opts.threshold, MAX_CLUSTERS);
     let clustered_total: usize = found.clusters.iter().map(|c| c.members.len()).sum();
     let cluster_count = found.clusters.len();
     let clusters = found

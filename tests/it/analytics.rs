@@ -963,3 +963,55 @@ fn report_on_a_data_dir_with_an_empty_log() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no kefu.db"));
 }
+
+// ---------------------------------------------------------------------------
+// The optional feedback boost.
+
+/// A question whose two best answers are close: refunds to Alipay first,
+/// refunds to WeChat Pay (the right one) second.
+const CLOSE_CALL: &str = "微信pay付的款，退回来要几天啊";
+
+fn first_two(base: &str) -> Vec<String> {
+    let recs = recommend(base, None, CLOSE_CALL);
+    ids(&recs)[..2].to_vec()
+}
+
+#[test]
+fn the_feedback_boost_reorders_close_answers_only_when_on() {
+    let dir = demo_data_dir();
+    let boost = [("KEFU_FEEDBACK_BOOST", "0.05")];
+    let mut server = Server::start(dir.path(), &boost);
+    let before = first_two(&server.base);
+    assert_eq!(before, ["refunds.alipay", "refunds.wechat"], "the premise");
+    let recs = recommend(&server.base, None, CLOSE_CALL);
+    let rid = recs["request_id"].as_str().unwrap();
+    for (answer, helpful) in [("refunds.alipay", false), ("refunds.wechat", true)] {
+        let body = json!({"request_id": rid, "answer_id": answer, "helpful": helpful});
+        ok(feedback(&server.base, None, &body), 201);
+    }
+    // The counts update with each feedback.
+    assert_eq!(
+        first_two(&server.base),
+        ["refunds.wechat", "refunds.alipay"]
+    );
+    assert!(server.stop());
+    drop(server);
+    // Loaded from the database at startup.
+    let mut server = Server::start(dir.path(), &boost);
+    assert_eq!(
+        first_two(&server.base),
+        ["refunds.wechat", "refunds.alipay"]
+    );
+    assert!(server.stop());
+    drop(server);
+    // Off (the default): the same feedback changes nothing.
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(first_two(&server.base), before);
+    drop(server);
+    for w in ["0.2", "-0.01", "x"] {
+        let flag = format!("--feedback-boost={w}");
+        let out = kefu(&["serve", "--addr", "127.0.0.1:9", &flag]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("feedback-boost"));
+    }
+}
