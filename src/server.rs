@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
+use crate::analytics::{Analytics, AnalyticsSettings};
 use crate::api::metrics::Instrumented;
 use crate::api::{router, ApiSettings, AppState, Metrics};
 use crate::embedding::{resolve_model, CandleBert, EmbedOptions, Embedder};
@@ -28,6 +29,8 @@ pub struct ServerConfig {
     pub api: ApiSettings,
     /// The question-embedding queue of recommend and suggest.
     pub queue: BatchSettings,
+    /// The query log (retention, queue) and the editor flags.
+    pub analytics: AnalyticsSettings,
 }
 
 /// Refuses to expose an unauthenticated API beyond loopback.
@@ -89,6 +92,18 @@ fn load(state: &AppState, cfg: &ServerConfig) -> Result<()> {
     )
     .context("starting the embedding worker thread")?;
     state.queue.store(Some(Arc::new(queue)));
+    // The query log opens with the engine (retention applied before ready).
+    let analytics = Analytics::open(
+        &cfg.data_dir,
+        engine.settings().min_confidence(),
+        cfg.analytics,
+        state.metrics.query_log.clone(),
+    )
+    .context("opening the query log")?;
+    if engine.settings().feedback_boost > 0.0 {
+        engine.set_feedback_counts(analytics.helpful_counts(None)?);
+    }
+    state.analytics.store(Some(Arc::new(analytics)));
     state.engine.store(Some(engine.clone()));
     if needs_build && !engine.list().is_empty() {
         tracing::info!("no index for this model on disk: building it");
@@ -152,6 +167,12 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
         if !flushed {
             tracing::warn!("questions waiting for the review queue may not have been stored");
         }
+    }
+    // Write what the query log still holds.
+    if let Some(analytics) = state.analytics.load_full() {
+        tokio::task::spawn_blocking(move || analytics.close())
+            .await
+            .ok();
     }
     let failure = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failure {

@@ -1,7 +1,8 @@
 //! API keys with roles (`KEFU_API_KEYS=reader:KEY,editor:KEY`), sent as
 //! `Authorization: Bearer KEY`. Readers may recommend, suggest, read
-//! answers and the taxonomy; editors may do everything (the review queue
-//! and tag relations are editors' only). Keys are never logged.
+//! answers, the taxonomy and send feedback; editors may do everything (the
+//! review queue, tag relations and analytics are editors' only). Keys are
+//! never logged.
 
 use std::collections::HashMap;
 
@@ -84,7 +85,7 @@ impl Keys {
 pub fn needed_role(method: &Method, path: &str) -> Option<Role> {
     match path {
         "/healthz" | "/readyz" | "/openapi.json" => None,
-        "/v1/recommend" | "/v1/suggest" | "/metrics" => Some(Role::Reader),
+        "/v1/recommend" | "/v1/suggest" | "/v1/feedback" | "/metrics" => Some(Role::Reader),
         p if p.starts_with("/v1/answers") && *method == Method::GET => Some(Role::Reader),
         "/v1/taxonomy" if *method == Method::GET => Some(Role::Reader),
         _ => Some(Role::Editor),
@@ -137,6 +138,14 @@ mod tests {
         assert_eq!(needed_role(&Method::GET, "/v1/review"), Some(Role::Editor));
         assert_eq!(
             needed_role(&Method::POST, "/v1/review/{id}"),
+            Some(Role::Editor)
+        );
+        assert_eq!(
+            needed_role(&Method::POST, "/v1/feedback"),
+            Some(Role::Reader)
+        );
+        assert_eq!(
+            needed_role(&Method::GET, "/v1/analytics/hot"),
             Some(Role::Editor)
         );
     }

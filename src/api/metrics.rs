@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests and latency per route and status, embedding
 //! time and batch sizes, the question queue (depth, requests per batch,
-//! rejections), index size, reindex duration.
+//! rejections), index size, reindex duration, the query log (written,
+//! dropped when its queue is full, lost to a failed write).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +28,7 @@ pub struct Metrics {
     pub index_vectors: IntGauge,
     pub index_answers: IntGauge,
     pub reindex_seconds: Histogram,
+    pub query_log: crate::analytics::LogCounters,
 }
 
 impl Metrics {
@@ -88,6 +90,23 @@ impl Metrics {
             .buckets(vec![0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0]),
         )
         .expect("metric");
+        let query_log = crate::analytics::LogCounters {
+            written: IntCounter::new(
+                "kefu_query_log_written_total",
+                "Recommend and suggest responses written to the query log",
+            )
+            .expect("metric"),
+            dropped: IntCounter::new(
+                "kefu_query_log_dropped_total",
+                "Query log entries dropped because the writer's queue was full",
+            )
+            .expect("metric"),
+            failed: IntCounter::new(
+                "kefu_query_log_failed_total",
+                "Query log entries lost to a failed database write",
+            )
+            .expect("metric"),
+        };
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -99,6 +118,9 @@ impl Metrics {
             Box::new(index_vectors.clone()),
             Box::new(index_answers.clone()),
             Box::new(reindex_seconds.clone()),
+            Box::new(query_log.written.clone()),
+            Box::new(query_log.dropped.clone()),
+            Box::new(query_log.failed.clone()),
         ] {
             registry.register(m).expect("unique metric");
         }
@@ -114,6 +136,7 @@ impl Metrics {
             index_vectors,
             index_answers,
             reindex_seconds,
+            query_log,
         }
     }
 

@@ -4,6 +4,7 @@
 //! recommend's question embedding goes through the batching queue
 //! ([`EmbedQueue`]) and is awaited.
 
+mod analytics;
 mod answers;
 pub mod auth;
 pub mod error;
@@ -25,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::analytics::{Analytics, LogEntry};
 use crate::recommend::batcher::EmbedQueue;
 use crate::recommend::Engine;
 pub use auth::Keys;
@@ -59,6 +61,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     pub settings: ApiSettings,
     pub metrics: Metrics,
+    /// The query log and feedback store, once the engine is open.
+    pub analytics: ArcSwapOption<Analytics>,
 }
 
 impl AppState {
@@ -69,6 +73,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             settings,
             metrics,
+            analytics: ArcSwapOption::empty(),
         })
     }
 
@@ -83,6 +88,18 @@ impl AppState {
             return Err(ApiError::not_ready());
         }
         self.engine()
+    }
+
+    /// The analytics store, or 503 while loading.
+    pub fn analytics(&self) -> Result<Arc<Analytics>, ApiError> {
+        self.analytics.load_full().ok_or_else(ApiError::not_ready)
+    }
+
+    /// Hands a response's entry to the query log writer (never blocks).
+    pub fn log_query(&self, entry: LogEntry) {
+        if let Some(a) = self.analytics.load().as_ref() {
+            a.log(entry);
+        }
     }
 
     /// The question-embedding queue, or 503 while loading.
@@ -176,6 +193,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/taxonomy/tags/{tag}/related",
             axum::routing::put(taxonomy::put_related),
         )
+        .route("/v1/feedback", post(analytics::feedback))
+        .route("/v1/analytics/hot", get(analytics::hot))
+        .route("/v1/analytics/unanswered", get(analytics::unanswered))
+        .route("/v1/analytics/volume", get(analytics::volume))
+        .route("/v1/analytics/answers", get(analytics::answers))
+        .route("/v1/analytics/content", get(analytics::content))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

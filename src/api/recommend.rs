@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::error::{parse_json, ApiError};
 use super::{blocking, AppState};
+use crate::analytics::LogEntry;
 use crate::assist::sentiment::{self, Sentiment};
 use crate::embedding::TextKind;
 use crate::recommend::batcher::QueueError;
@@ -202,16 +203,24 @@ async fn run(
     // Classification votes over the vector that was searched; an unsure
     // one is handed to the review queue's background writer (no SQLite
     // write here).
-    let (recs, used, classification) = blocking(move || {
+    let (recs, used, classification, q, searched) = blocking(move || {
         let (recs, blended) = engine.recommend_in_context(&alone, with.as_deref(), &q);
-        let searched = blended.as_deref().unwrap_or(&alone);
-        let classification = engine.classify(searched);
-        engine.review_if_unsure(&q.question, searched, &classification);
-        Ok((recs, blended.is_some(), classification))
+        let used = blended.is_some();
+        let searched = blended.unwrap_or(alone);
+        let classification = engine.classify(&searched);
+        engine.review_if_unsure(&q.question, &searched, &classification);
+        Ok((recs, used, classification, q, searched))
     })
     .await?;
     let mut body = render(&recs, &classification, &mood, started);
     body["context"] = serde_json::json!({"turns": turns.len(), "used": used});
+    // The query log: handed to its writer thread, never waited for. It
+    // keeps the vector that was searched (a follow-up's, in context).
+    let mut entry = LogEntry::from_recommendation(&body, &q, &recs, searched);
+    entry.category = classification.category.clone();
+    entry.sentiment = Some(mood.label.as_str().to_string());
+    entry.escalate = mood.escalate;
+    state.log_query(entry);
     Ok(Json(body))
 }
 

@@ -76,6 +76,9 @@ pub struct Settings {
     /// Questions classified with a confidence below this are queued for
     /// review (0: none are).
     pub review_below: f32,
+    /// Weight of the feedback term in the ordering score (0: off, at most
+    /// 0.1): `w * (2 * (helpful + 1) / (feedback + 2) - 1)`, in [-w, w].
+    pub feedback_boost: f32,
 }
 
 impl Default for Settings {
@@ -91,6 +94,7 @@ impl Default for Settings {
             context: context::ContextPolicy::default(),
             classifier: ClassifierSettings::default(),
             review_below: review::DEFAULT_REVIEW_BELOW,
+            feedback_boost: 0.0,
         }
     }
 }
@@ -195,6 +199,8 @@ pub struct Engine {
     /// Confirmed and corrected review labels of this model's vectors.
     reviewed: RwLock<Vec<crate::store::LabelledVector>>,
     review_writer: review::Writer,
+    /// (helpful, total) feedback per answer, for the feedback boost.
+    feedback: RwLock<HashMap<String, (u32, u32)>>,
 }
 
 /// The folder holding index versions inside a data directory.
@@ -258,6 +264,7 @@ impl Engine {
             reindex_observer: std::sync::OnceLock::new(),
             reviewed: RwLock::new(reviewed),
             review_writer: review::Writer::default(),
+            feedback: RwLock::new(HashMap::new()),
         });
         reindex::start_worker(&engine);
         Ok((engine, needs_build))
@@ -382,7 +389,7 @@ impl Engine {
         };
         let keep = |p: &PointMeta| catalog.get(&*p.answer_id).is_some_and(|a| admissible(a));
         let cands = self.candidates(&index, vector, &q.question, q.top_k, &keep);
-        let ranked = cands.rank(&self.settings.fusion, &self.settings.calibration(), q.top_k);
+        let ranked = self.rank(&cands, q.top_k);
         let min_confidence = q.min_confidence.unwrap_or(self.settings.min_confidence());
         let results: Vec<Recommendation> = ranked
             .into_iter()
@@ -436,6 +443,36 @@ impl Engine {
         let blended = context::blend(alone, with, policy.weight);
         let recs = self.recommend_vector(&blended, q).0;
         (recs, Some(blended))
+    }
+
+    /// Ranks candidates, with the feedback boost when it is on.
+    fn rank(&self, cands: &Candidates, top_k: usize) -> Vec<rank::Ranked> {
+        let (fusion, cal) = (&self.settings.fusion, self.settings.calibration());
+        let w = self.settings.feedback_boost;
+        if w <= 0.0 {
+            return cands.rank(fusion, &cal, top_k);
+        }
+        let counts = self.feedback.read().unwrap_or_else(|p| p.into_inner());
+        let boost = |id: &str| {
+            counts
+                .get(id)
+                .map_or(0.0, |&(h, n)| rank::feedback_term(w, h, n))
+        };
+        cands.rank_boosted(fusion, &cal, top_k, &boost)
+    }
+
+    /// Replaces the feedback counts the boost ranks with ((helpful, total)
+    /// per answer id).
+    pub fn set_feedback_counts(&self, counts: HashMap<String, (u32, u32)>) {
+        *self.feedback.write().unwrap_or_else(|p| p.into_inner()) = counts;
+    }
+
+    /// Updates one answer's feedback counts.
+    pub fn set_feedback_count(&self, answer_id: &str, helpful: u32, total: u32) {
+        self.feedback
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(answer_id.to_string(), (helpful, total));
     }
 
     /// Candidate answers from both legs, each scored exactly over all of

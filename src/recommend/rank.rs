@@ -185,6 +185,26 @@ impl Candidates {
     pub fn rank(&self, fusion: &Fusion, cal: &Calibration, top_k: usize) -> Vec<Ranked> {
         rank(&self.list, self.coverage, fusion, cal, top_k)
     }
+
+    /// Ranks with a per-answer term added to the ordering score (see
+    /// [`rank_boosted`]).
+    pub fn rank_boosted(
+        &self,
+        fusion: &Fusion,
+        cal: &Calibration,
+        top_k: usize,
+        boost: &dyn Fn(&str) -> f32,
+    ) -> Vec<Ranked> {
+        rank_boosted(&self.list, self.coverage, fusion, cal, top_k, Some(boost))
+    }
+}
+
+/// The feedback boost's term for an answer with `helpful` of `total`
+/// feedback: `w` times the smoothed helpful rate mapped to [-1, 1]
+/// (`2 * (helpful + 1) / (total + 2) - 1`), so 0 without feedback.
+pub fn feedback_term(w: f32, helpful: u32, total: u32) -> f32 {
+    let total = total.max(helpful);
+    w * (2.0 * (helpful as f32 + 1.0) / (total as f32 + 2.0) - 1.0)
 }
 
 /// A ranked answer.
@@ -221,6 +241,20 @@ pub fn rank(
     cal: &Calibration,
     top_k: usize,
 ) -> Vec<Ranked> {
+    rank_boosted(cands, coverage, fusion, cal, top_k, None)
+}
+
+/// [`rank`] with an optional per-answer term added to the fused score
+/// before ordering (the feedback boost). The reported score is the boosted
+/// one (what orders the list); confidence features use the fused score.
+pub fn rank_boosted(
+    cands: &[Candidate],
+    coverage: f32,
+    fusion: &Fusion,
+    cal: &Calibration,
+    top_k: usize,
+    boost: Option<&dyn Fn(&str) -> f32>,
+) -> Vec<Ranked> {
     if cands.is_empty() {
         return Vec::new();
     }
@@ -231,7 +265,8 @@ pub fn rank(
     let dense = scaled(pooled.iter().copied(), fusion.norm);
     let lexical = scaled(cands.iter().map(|c| c.lexical), fusion.norm);
     let w = fusion.dense_weight.clamp(0.0, 1.0);
-    let mut scored: Vec<(f32, &Candidate, f32)> = cands
+    // (ordering score, fused score, candidate, pooled cosine)
+    let mut scored: Vec<(f32, f32, &Candidate, f32)> = cands
         .iter()
         .zip(&pooled)
         .map(|(c, &p)| {
@@ -240,13 +275,14 @@ pub fn rank(
                 Mode::Lexical => c.lexical,
                 Mode::Hybrid => w * dense(p) + (1.0 - w) * lexical(c.lexical),
             };
-            (s, c, p)
+            let order = boost.map_or(s, |b| s + b(&c.answer_id));
+            (order, s, c, p)
         })
         .collect();
     scored.sort_by(|a, b| {
         b.0.total_cmp(&a.0)
-            .then(b.1.dense.total_cmp(&a.1.dense))
-            .then(a.1.answer_id.cmp(&b.1.answer_id))
+            .then(b.2.dense.total_cmp(&a.2.dense))
+            .then(a.2.answer_id.cmp(&b.2.answer_id))
     });
     // How far the best cosine stands out from the question's typical
     // neighbours: the mean cosine of the ten nearest candidate answers.
@@ -254,13 +290,13 @@ pub fn rank(
     by_dense.sort_by(|a, b| b.total_cmp(a));
     let near = &by_dense[..by_dense.len().min(10)];
     let typical = near.iter().sum::<f32>() / near.len() as f32;
-    let best = scored[0].0;
-    let second = scored.get(1).map_or(best - 1.0, |s| s.0);
+    let best = scored[0].1;
+    let second = scored.get(1).map_or(best - 1.0, |s| s.1);
     scored
         .iter()
         .take(top_k)
         .enumerate()
-        .map(|(i, &(s, c, pooled))| {
+        .map(|(i, &(order, s, c, pooled))| {
             let margin = if i == 0 { best - second } else { s - best };
             // How much the answer's other phrasings add to its best one.
             let agreement = pooled - c.dense;
@@ -279,7 +315,7 @@ pub fn rank(
             };
             Ranked {
                 answer_id: c.answer_id.clone(),
-                score: s,
+                score: order,
                 dense: c.dense,
                 lexical: c.lexical,
                 point,
@@ -330,6 +366,46 @@ mod tests {
         assert_eq!(&*r[0].answer_id, "b");
         assert!(r[0].score > r[1].score);
         assert!(r[0].features[3] > 0.0 && r[1].features[3] < 0.0);
+    }
+
+    #[test]
+    fn the_feedback_boost_is_bounded_and_reorders_close_answers() {
+        assert_eq!(feedback_term(0.05, 0, 0), 0.0);
+        assert!((feedback_term(0.05, 10, 10) - 0.05 * 10.0 / 12.0).abs() < 1e-6);
+        assert!((feedback_term(0.05, 0, 10) + 0.05 * 10.0 / 12.0).abs() < 1e-6);
+        assert!(feedback_term(0.1, 1000, 1000) <= 0.1);
+        assert!(feedback_term(0.1, 0, 1000) >= -0.1);
+        // Dense only: a 0.90, b 0.89. Unhelpful feedback on a puts b first.
+        let cands = [cand("a", 0.90, 0.0), cand("b", 0.89, 0.0)];
+        let cal = Calibration::uncalibrated();
+        let dense = Fusion {
+            mode: Mode::Dense,
+            ..Fusion::default()
+        };
+        let plain = rank(&cands, 1.0, &dense, &cal, 2);
+        let none = |_: &str| 0.0;
+        let same = rank_boosted(&cands, 1.0, &dense, &cal, 2, Some(&none));
+        assert_eq!(plain[0].answer_id, same[0].answer_id);
+        assert_eq!(plain[0].confidence, same[0].confidence);
+        let boost = |id: &str| {
+            if id == "a" {
+                feedback_term(0.05, 0, 8)
+            } else {
+                0.0
+            }
+        };
+        let r = rank_boosted(&cands, 1.0, &dense, &cal, 2, Some(&boost));
+        assert_eq!(&*r[0].answer_id, "b");
+        assert!(
+            r[0].score > r[1].score,
+            "the reported score orders the list"
+        );
+        // Confidence still comes from the unboosted signals.
+        assert_eq!(r[1].confidence, plain[0].confidence);
+        // A large gap is not overturned by the bounded term.
+        let far = [cand("a", 0.95, 0.0), cand("b", 0.80, 0.0)];
+        let r = rank_boosted(&far, 1.0, &dense, &cal, 2, Some(&boost));
+        assert_eq!(&*r[0].answer_id, "a");
     }
 
     #[test]

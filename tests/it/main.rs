@@ -2,6 +2,7 @@
 //! real multilingual-e5-small model under `models/` (installed by
 //! `scripts/fetch-model.sh`, which the README's test command runs first).
 
+mod analytics;
 mod api;
 mod assist;
 mod classify;
