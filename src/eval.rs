@@ -67,7 +67,8 @@ pub struct LabelledQuery {
     pub relevant: Vec<String>,
 }
 
-fn lines(path: &Path) -> Result<Vec<(usize, String)>> {
+/// A JSON Lines file's non-empty lines, trimmed, with their 1-based numbers.
+pub(crate) fn lines(path: &Path) -> Result<Vec<(usize, String)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text
@@ -311,14 +312,20 @@ fn ranking(outcomes: &[Outcome]) -> Ranking {
 
 /// AUROC of `score` for in-scope (positive) against out-of-scope questions.
 fn auroc(outcomes: &[Outcome], score: impl Fn(&Outcome) -> f64) -> f64 {
-    let mut v: Vec<(f64, bool)> = outcomes.iter().map(|o| (score(o), o.in_scope)).collect();
+    let v: Vec<(f64, bool)> = outcomes.iter().map(|o| (score(o), o.in_scope)).collect();
+    auroc_of(&v)
+}
+
+/// AUROC of (score, positive?) pairs: Mann-Whitney U with average ranks for
+/// ties; NaN without both classes.
+pub(crate) fn auroc_of(scored: &[(f64, bool)]) -> f64 {
+    let mut v = scored.to_vec();
     v.sort_by(|a, b| a.0.total_cmp(&b.0));
     let pos = v.iter().filter(|x| x.1).count() as f64;
     let neg = v.len() as f64 - pos;
     if pos == 0.0 || neg == 0.0 {
         return f64::NAN;
     }
-    // Mann-Whitney U with average ranks for ties.
     let mut rank_sum = 0.0;
     let mut i = 0;
     while i < v.len() {
@@ -549,7 +556,8 @@ pub struct Latency {
     pub mean: f64,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The nearest-rank percentile of sorted values (0 when empty).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -24,6 +24,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::{auroc_of, lines, percentile};
 use crate::embedding::TextKind;
 use crate::recommend::classify::{self, Classification, ClassifierSettings, Neighbour, Source};
 use crate::recommend::{Engine, Query};
@@ -60,15 +61,10 @@ pub struct Labels {
 /// Reads the question file, taking each expected answer's labels from the
 /// engine's catalog.
 pub fn read_questions(path: &Path, engine: &Engine) -> Result<Vec<Labelled>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{} line {}", path.display(), n + 1);
-        let q: QuestionLine = serde_json::from_str(line).with_context(at)?;
+    for (n, line) in lines(path)? {
+        let at = || format!("{} line {}", path.display(), n);
+        let q: QuestionLine = serde_json::from_str(&line).with_context(at)?;
         if q.question.trim().is_empty() {
             bail!("{}: empty question", at());
         }
@@ -207,28 +203,6 @@ pub struct Report {
     pub cross_validated: Option<Figures>,
 }
 
-fn auroc(scored: &[(f64, bool)]) -> f64 {
-    let mut v = scored.to_vec();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let pos = v.iter().filter(|x| x.1).count() as f64;
-    let neg = v.len() as f64 - pos;
-    if pos == 0.0 || neg == 0.0 {
-        return f64::NAN;
-    }
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1].0 == v[i].0 {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum += v[i..=j].iter().filter(|x| x.1).count() as f64 * avg;
-        i = j + 1;
-    }
-    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
-}
-
 fn right(c: &Classification, t: &Labels) -> (bool, bool) {
     let cat = c.category.as_deref() == Some(t.category.as_str());
     let sub = cat && c.subcategory.as_deref().unwrap_or("") == t.subcategory;
@@ -268,7 +242,7 @@ fn figures(cases: &[&Case], predictions: &[Classification]) -> Figures {
             0.0
         },
         no_category: none,
-        auroc: auroc(&scored),
+        auroc: auroc_of(&scored),
     }
 }
 
@@ -371,13 +345,6 @@ fn better(a: &Figures, b: &Figures) -> std::cmp::Ordering {
         )
     };
     key(b).cmp(&key(a))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[(((sorted.len() - 1) as f64 * p).round() as usize).min(sorted.len() - 1)]
 }
 
 /// Runs the evaluation on an open engine.

@@ -32,20 +32,14 @@ pub struct Conversation {
 }
 
 pub fn read_conversations(path: &Path) -> Result<Vec<Conversation>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let c: Conversation = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a conversation", path.display(), n + 1))?;
+    for (n, line) in super::lines(path)? {
+        let c: Conversation = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{n}: not a conversation", path.display()))?;
         if c.kind != "follow_up" && c.kind != "topic_change" {
             bail!(
-                "{}:{}: kind must be follow_up or topic_change",
-                path.display(),
-                n + 1
+                "{}:{n}: kind must be follow_up or topic_change",
+                path.display()
             );
         }
         out.push(c);

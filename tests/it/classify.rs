@@ -781,7 +781,7 @@ fn eval_classify_measures_the_demo_test_set() {
     let dir = demo_data_dir();
     let data = dir.path().to_str().unwrap();
     let questions = crate::common::repo_root().join("tests/fixtures/demo_questions.jsonl");
-    let out = crate::server::kefu(&[
+    let r = crate::server::kefu_json(&[
         "eval",
         "classify",
         "--data-dir",
@@ -790,12 +790,6 @@ fn eval_classify_measures_the_demo_test_set() {
         questions.to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(
         (r["questions"].as_u64(), r["out_of_scope"].as_u64()),
         (Some(191), Some(15))

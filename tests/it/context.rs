@@ -179,7 +179,7 @@ fn an_angry_earlier_turn_keeps_the_conversation_escalated() {
 fn eval_context_measures_the_conversation_set() {
     let dir = crate::server::demo_data_dir();
     let input = crate::common::repo_root().join("tests/fixtures/conversations.jsonl");
-    let out = crate::server::kefu(&[
+    let r = crate::server::kefu_json(&[
         "eval",
         "context",
         "--data-dir",
@@ -188,12 +188,6 @@ fn eval_context_measures_the_conversation_set() {
         input.to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(r["conversations"], json!(88));
     let reading = |i: usize, name: &str| {
         let row = &r["readings"][i];

@@ -70,6 +70,18 @@ pub fn demo_data_dir() -> tempfile::TempDir {
     tmp
 }
 
+/// Runs a kefu command that prints JSON (`--json`); it must succeed.
+pub fn kefu_json(args: &[&str]) -> serde_json::Value {
+    let out = kefu(args);
+    assert!(
+        out.status.success(),
+        "kefu {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
 /// Runs a kefu command with the test model.
 pub fn kefu(args: &[&str]) -> std::process::Output {
     Command::new(kefu_bin())
