@@ -44,10 +44,9 @@ pub struct LogEntry {
     /// The answers shown, best first.
     pub shown: Vec<Shown>,
     pub handoff: bool,
-    /// The predicted category of the question (until classification fills
-    /// it: the top result's category).
+    /// The predicted category of the question (`classification`).
     pub category: Option<String>,
-    /// Sentiment label and escalation flag (filled by sentiment analysis).
+    /// Sentiment label and escalation flag of the response.
     pub sentiment: Option<String>,
     pub escalate: bool,
     pub latency_ms: f64,
@@ -58,19 +57,18 @@ pub struct LogEntry {
 
 impl LogEntry {
     /// The entry for a response: `response` is the JSON sent (its
-    /// `request_id` and `took_ms`), `q` the validated request, `recs` what
-    /// the engine returned, `vector` the question's embedding.
+    /// `request_id`, `took_ms`, `classification.category`, `sentiment.label`
+    /// and `escalate`), `q` the validated request, `recs` what the engine
+    /// returned, `vector` the embedding that was searched.
     pub fn from_recommendation(
         response: &serde_json::Value,
         q: &Query,
         recs: &Recommendations,
         vector: Vec<f32>,
     ) -> Self {
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
         Self {
-            request_id: response["request_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            request_id: text(&response["request_id"]).unwrap_or_default(),
             at: OffsetDateTime::now_utc(),
             question: q.question.clone(),
             locale: q.locale.clone(),
@@ -85,12 +83,9 @@ impl LogEntry {
                 })
                 .collect(),
             handoff: recs.handoff,
-            category: recs
-                .results
-                .first()
-                .map(|r| r.answer.input.category.clone()),
-            sentiment: None,
-            escalate: false,
+            category: text(&response["classification"]["category"]),
+            sentiment: text(&response["sentiment"]["label"]),
+            escalate: response["escalate"].as_bool().unwrap_or(false),
             latency_ms: response["took_ms"].as_f64().unwrap_or(0.0),
             vector,
         }

@@ -216,11 +216,7 @@ async fn run(
     body["context"] = serde_json::json!({"turns": turns.len(), "used": used});
     // The query log: handed to its writer thread, never waited for. It
     // keeps the vector that was searched (a follow-up's, in context).
-    let mut entry = LogEntry::from_recommendation(&body, &q, &recs, searched);
-    entry.category = classification.category.clone();
-    entry.sentiment = Some(mood.label.as_str().to_string());
-    entry.escalate = mood.escalate;
-    state.log_query(entry);
+    state.log_query(LogEntry::from_recommendation(&body, &q, &recs, searched));
     Ok(Json(body))
 }
 
