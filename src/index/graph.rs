@@ -16,11 +16,11 @@
 use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::io::Write;
 use std::path::Path;
 
 use hnsw_rs::prelude::{Distance, Hnsw};
 
+use super::binio::{Reader, Writer};
 use super::distance::{dot, DistCosine};
 
 const MAGIC: &[u8; 8] = b"KEFUHNS1";
@@ -228,50 +228,32 @@ impl Graph {
 
     /// Writes `graph.bin`.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
-        w.write_all(MAGIC)?;
-        w.write_all(&(self.len() as u64).to_le_bytes())?;
-        w.write_all(&self.entry.to_le_bytes())?;
-        w.write_all(&self.levels)?;
+        let mut w = Writer(std::io::BufWriter::new(std::fs::File::create(path)?));
+        w.bytes(MAGIC)?;
+        w.u64(self.len() as u64)?;
+        w.u32(self.entry)?;
+        w.bytes(&self.levels)?;
         for part in [&self.base_off, &self.base, &self.upper_off, &self.upper] {
-            w.write_all(&(part.len() as u64).to_le_bytes())?;
-            let bytes: Vec<u8> = part.iter().flat_map(|x| x.to_le_bytes()).collect();
-            w.write_all(&bytes)?;
+            w.u32s(part)?;
         }
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()
+        w.0.into_inner().map_err(|e| e.into_error())?.sync_all()
     }
 
     /// Reads `graph.bin`, checking that it is whole and consistent.
     pub fn read(path: &Path) -> Result<Self, String> {
         let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-        let mut at = 0usize;
-        let mut take = |len: usize| -> Result<&[u8], String> {
-            let s = bytes
-                .get(at..at.checked_add(len).ok_or("truncated")?)
-                .ok_or("truncated")?;
-            at += len;
-            Ok(s)
-        };
-        if take(8)? != MAGIC {
+        let mut r = Reader::new(&bytes);
+        if r.take(8)? != MAGIC {
             return Err("not a kefu graph file".into());
         }
-        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize;
-        let n = u64_at(take(8)?);
-        let entry = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
-        let levels = take(n)?.to_vec();
+        let n = usize::try_from(r.u64()?).map_err(|_| "truncated")?;
+        let entry = r.u32()?;
+        let levels = r.take(n)?.to_vec();
         let mut parts = Vec::with_capacity(4);
         for _ in 0..4 {
-            let len = u64_at(take(8)?);
-            let raw = take(len.checked_mul(4).ok_or("truncated")?)?;
-            parts.push(
-                raw.chunks_exact(4)
-                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect::<Vec<u32>>(),
-            );
+            parts.push(r.u32s()?);
         }
-        if at != bytes.len() {
-            return Err("trailing bytes".into());
-        }
+        r.finish()?;
         let upper = parts.pop().expect("four parts");
         let upper_off = parts.pop().expect("four parts");
         let base = parts.pop().expect("four parts");

@@ -15,15 +15,21 @@
 //! question's weight a text covers, comparable across queries.
 //!
 //! Invariants: a [`LexicalIndex`] is immutable; document `i` is point `i` of
-//! the vector index it belongs to. On disk it is the analysed tokens of each
-//! point (`lexical.jsonl`, one JSON array per line, with the analyzer's name
-//! in the first line); postings are rebuilt on load.
+//! the vector index it belongs to. On disk (`lexical.bin`, see
+//! [`LexicalIndex::write`]) it is the term dictionary and each document's
+//! (term, frequency) row; postings are derived on load by a counting sort.
+//! Indexes saved before that hold the analysed tokens of each point
+//! (`lexical.jsonl`, one JSON array per line, the analyzer's name first),
+//! which still load.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::OnceLock;
 
 use jieba_rs::Jieba;
 use rust_stemmers::{Algorithm, Stemmer};
+
+use super::binio::{Reader, Writer};
 
 /// Names the analysis; an index saved with another analyzer is re-analysed on load.
 pub const ANALYZER: &str = "jieba-search+cjk-bigrams+porter2/2";
@@ -130,19 +136,26 @@ impl LexicalQuery {
 }
 
 /// BM25 over the points of one index version.
+///
+/// Documents and postings are compressed rows: the (term, frequency) pairs
+/// of document `d` are `doc[doc_off[d]..doc_off[d + 1]]`, sorted by term;
+/// the (document, frequency) pairs of term `t` are
+/// `post[post_off[t]..post_off[t + 1]]`, sorted by document.
+#[derive(Debug, PartialEq)]
 pub struct LexicalIndex {
     terms: HashMap<String, u32>,
     idf: Vec<f32>,
-    /// Per term: (document, term frequency).
-    postings: Vec<Vec<(u32, u32)>>,
-    /// Per document: its distinct terms with frequencies, sorted by term.
-    docs: Vec<Vec<(u32, u32)>>,
+    post_off: Vec<usize>,
+    post: Vec<(u32, u32)>,
+    doc_off: Vec<usize>,
+    doc: Vec<(u32, u32)>,
     /// Per document: BM25 length normaliser `k1 * (1 - b + b * len / avgdl)`.
     norm: Vec<f32>,
-    /// The tokens as analysed (what is saved).
-    tokens: Vec<Vec<String>>,
     max_idf: f32,
 }
+
+/// The first bytes of `lexical.bin`.
+const MAGIC: &[u8; 8] = b"KEFULEX1";
 
 impl LexicalIndex {
     /// Analyses `texts` (document `i` is `texts[i]`).
@@ -150,15 +163,17 @@ impl LexicalIndex {
         Self::from_tokens(texts.iter().map(|t| analyze(t.as_ref())).collect())
     }
 
-    /// Builds postings from already-analysed documents.
+    /// Builds the index from already-analysed documents.
     pub fn from_tokens(tokens: Vec<Vec<String>>) -> Self {
         let mut terms: HashMap<String, u32> = HashMap::new();
-        let mut docs = Vec::with_capacity(tokens.len());
+        let mut doc_off = Vec::with_capacity(tokens.len() + 1);
+        doc_off.push(0);
+        let mut doc = Vec::new();
         let mut ids: Vec<u32> = Vec::new();
-        for doc in &tokens {
+        for tokens in &tokens {
             // Most tokens are already known: look up before allocating a key.
             ids.clear();
-            for t in doc {
+            for t in tokens {
                 let id = match terms.get(t.as_str()) {
                     Some(&id) => id,
                     None => {
@@ -170,25 +185,48 @@ impl LexicalIndex {
                 ids.push(id);
             }
             ids.sort_unstable();
-            let mut tf: Vec<(u32, u32)> = Vec::new();
+            let start = doc.len();
             for &id in &ids {
-                match tf.last_mut() {
+                match doc[start..].last_mut() {
                     Some((last, f)) if *last == id => *f += 1,
-                    _ => tf.push((id, 1)),
+                    _ => doc.push((id, 1)),
                 }
             }
-            docs.push(tf);
+            doc_off.push(doc.len());
         }
-        let mut postings = vec![Vec::new(); terms.len()];
-        for (d, doc) in docs.iter().enumerate() {
-            for &(t, f) in doc {
-                postings[t as usize].push((d as u32, f));
+        Self::from_rows(terms, doc_off, doc)
+    }
+
+    /// Derives postings, IDF and length norms from the document rows.
+    fn from_rows(terms: HashMap<String, u32>, doc_off: Vec<usize>, doc: Vec<(u32, u32)>) -> Self {
+        let n_docs = doc_off.len() - 1;
+        // Postings by counting sort: documents are visited in order, so each
+        // term's row comes out sorted by document.
+        let mut post_off = vec![0usize; terms.len() + 1];
+        for &(t, _) in &doc {
+            post_off[t as usize + 1] += 1;
+        }
+        for t in 0..terms.len() {
+            post_off[t + 1] += post_off[t];
+        }
+        let mut fill = post_off.clone();
+        let mut post = vec![(0u32, 0u32); doc.len()];
+        for d in 0..n_docs {
+            for &(t, f) in &doc[doc_off[d]..doc_off[d + 1]] {
+                post[fill[t as usize]] = (d as u32, f);
+                fill[t as usize] += 1;
             }
         }
-        let n = docs.len() as f32;
+        let n = n_docs as f32;
         let idf_of = |df: f32| (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
-        let idf: Vec<f32> = postings.iter().map(|p| idf_of(p.len() as f32)).collect();
-        let lens: Vec<f32> = tokens.iter().map(|d| d.len() as f32).collect();
+        let idf: Vec<f32> = post_off
+            .windows(2)
+            .map(|w| idf_of((w[1] - w[0]) as f32))
+            .collect();
+        let lens: Vec<f32> = doc_off
+            .windows(2)
+            .map(|w| doc[w[0]..w[1]].iter().map(|&(_, f)| f as f32).sum())
+            .collect();
         let avgdl = (lens.iter().sum::<f32>() / n.max(1.0)).max(1.0);
         let norm = lens
             .iter()
@@ -197,22 +235,112 @@ impl LexicalIndex {
         Self {
             terms,
             idf,
-            postings,
-            docs,
+            post_off,
+            post,
+            doc_off,
+            doc,
             norm,
-            tokens,
             max_idf: idf_of(0.0),
         }
+    }
+
+    /// How many documents the index holds.
+    pub fn len(&self) -> usize {
+        self.norm.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.norm.is_empty()
+    }
+
+    /// Writes the index (`lexical.bin`): magic, analyzer name, the terms
+    /// (their UTF-8 bytes end to end, then their lengths) in id order, then
+    /// per document its number of distinct terms, then every document's
+    /// (term, frequency) pairs as two arrays. Postings are derived on load.
+    pub fn write(&self, w: impl Write) -> std::io::Result<()> {
+        let mut names = vec![""; self.terms.len()];
+        for (t, &id) in &self.terms {
+            names[id as usize] = t;
+        }
+        let mut w = Writer(w);
+        w.bytes(MAGIC)?;
+        w.blob(ANALYZER.as_bytes())?;
+        w.blob(names.concat().as_bytes())?;
+        w.u32s(&names.iter().map(|t| t.len() as u32).collect::<Vec<_>>())?;
+        let counts: Vec<u32> = self
+            .doc_off
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as u32)
+            .collect();
+        w.u32s(&counts)?;
+        w.u32s(&self.doc.iter().map(|&(t, _)| t).collect::<Vec<_>>())?;
+        w.u32s(&self.doc.iter().map(|&(_, f)| f).collect::<Vec<_>>())
+    }
+
+    /// Reads what [`LexicalIndex::write`] wrote, expecting `docs` documents.
+    /// `Ok(None)` when another analyzer wrote it (the texts must be analysed
+    /// anew); an error when it is damaged or inconsistent.
+    pub fn read(bytes: &[u8], docs: usize) -> Result<Option<Self>, String> {
+        let mut r = Reader::new(bytes);
+        if r.take(MAGIC.len())? != MAGIC {
+            return Err("not a kefu lexical file".into());
+        }
+        if r.blob()? != ANALYZER.as_bytes() {
+            return Ok(None);
+        }
+        let text = std::str::from_utf8(r.blob()?).map_err(|e| e.to_string())?;
+        let lens = r.u32s()?;
+        let mut terms = HashMap::with_capacity(lens.len());
+        let mut at = 0usize;
+        for (id, &len) in lens.iter().enumerate() {
+            let end = at + len as usize;
+            let term = text
+                .get(at..end)
+                .ok_or("term lengths do not fit the terms")?;
+            if terms.insert(term.to_string(), id as u32).is_some() {
+                return Err(format!("term {term:?} appears twice"));
+            }
+            at = end;
+        }
+        if at != text.len() {
+            return Err("term lengths do not fit the terms".into());
+        }
+        let counts = r.u32s()?;
+        let ids = r.u32s()?;
+        let freqs = r.u32s()?;
+        r.finish()?;
+        if counts.len() != docs {
+            return Err(format!("{} documents, expected {docs}", counts.len()));
+        }
+        if ids.len() != freqs.len() {
+            return Err("term and frequency arrays differ in length".into());
+        }
+        let mut doc_off = Vec::with_capacity(docs + 1);
+        doc_off.push(0usize);
+        for &c in &counts {
+            let next = doc_off[doc_off.len() - 1] + c as usize;
+            doc_off.push(next);
+        }
+        if doc_off[docs] != ids.len() {
+            return Err("document rows do not fit the pairs".into());
+        }
+        for w in doc_off.windows(2) {
+            let row = &ids[w[0]..w[1]];
+            let sorted = row.windows(2).all(|p| p[0] < p[1]);
+            if !sorted || row.last().is_some_and(|&t| t as usize >= terms.len()) {
+                return Err("a document row is unsorted or names an unknown term".into());
+            }
+        }
+        if freqs.contains(&0) {
+            return Err("a zero term frequency".into());
+        }
+        let doc = ids.into_iter().zip(freqs).collect();
+        Ok(Some(Self::from_rows(terms, doc_off, doc)))
     }
 
     /// How many distinct terms the documents use.
     pub fn term_count(&self) -> usize {
         self.terms.len()
-    }
-
-    /// The analysed tokens of every document (what is persisted).
-    pub fn tokens(&self) -> &[Vec<String>] {
-        &self.tokens
     }
 
     /// Analyses a question against this index.
@@ -255,10 +383,10 @@ impl LexicalIndex {
 
     /// The normalised score of one document.
     pub fn score(&self, q: &LexicalQuery, doc: usize) -> f32 {
-        if q.ceiling <= 0.0 || doc >= self.docs.len() {
+        if q.ceiling <= 0.0 || doc >= self.len() {
             return 0.0;
         }
-        let d = &self.docs[doc];
+        let d = &self.doc[self.doc_off[doc]..self.doc_off[doc + 1]];
         let mut s = 0.0;
         for &(t, qf) in &q.terms {
             if let Ok(i) = d.binary_search_by_key(&t, |&(dt, _)| dt) {
@@ -280,7 +408,8 @@ impl LexicalIndex {
         }
         let mut acc: HashMap<u32, f32> = HashMap::new();
         for &(t, qf) in &q.terms {
-            for &(d, tf) in &self.postings[t as usize] {
+            let row = self.post_off[t as usize]..self.post_off[t as usize + 1];
+            for &(d, tf) in &self.post[row] {
                 *acc.entry(d).or_default() += self.term_score(t, qf, d as usize, tf);
             }
         }
@@ -341,13 +470,43 @@ mod tests {
     }
 
     #[test]
-    fn rebuilds_the_same_from_saved_tokens() {
-        let a = LexicalIndex::build(&["退货运费谁出", "shipping to Canada"]);
-        let b = LexicalIndex::from_tokens(a.tokens().to_vec());
-        let q = a.query("运费");
+    fn saves_and_reads_back_the_same_index() {
+        let texts = [
+            "退货运费谁出",
+            "shipping to Canada",
+            "",
+            "运费 运费 shipping",
+        ];
+        let a = LexicalIndex::build(&texts);
+        let mut bytes = Vec::new();
+        a.write(&mut bytes).unwrap();
+        let b = LexicalIndex::read(&bytes, texts.len()).unwrap().unwrap();
+        assert_eq!(a, b);
+        let q = a.query("运费 shipping");
         assert_eq!(
-            a.search(&q, 2, &|_| true),
-            b.search(&b.query("运费"), 2, &|_| true)
+            a.search(&q, 4, &|_| true),
+            b.search(&b.query("运费 shipping"), 4, &|_| true)
         );
+        // The tokens' route (indexes saved as lexical.jsonl) gives the same.
+        let c = LexicalIndex::from_tokens(texts.iter().map(|t| analyze(t)).collect());
+        assert_eq!(a, c);
+        // Another analyzer's file asks for re-analysis.
+        let other = {
+            let mut w = Writer(Vec::new());
+            w.bytes(MAGIC).unwrap();
+            w.blob(b"another/1").unwrap();
+            w.0
+        };
+        assert_eq!(LexicalIndex::read(&other, texts.len()), Ok(None));
+        // The wrong document count, any truncation or a bad term id is an error.
+        assert!(LexicalIndex::read(&bytes, 3).is_err());
+        for cut in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
+            assert!(LexicalIndex::read(&bytes[..cut], texts.len()).is_err());
+        }
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        // The last frequency array's last entry set to zero.
+        bad[n - 4..].copy_from_slice(&0u32.to_le_bytes());
+        assert!(LexicalIndex::read(&bad, texts.len()).is_err());
     }
 }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::TextRole;
 
+mod binio;
 mod distance;
 mod graph;
 pub mod lexical;
@@ -71,12 +72,89 @@ const MAX_LAYERS: usize = 16;
 /// The graph as hnsw_rs dumped it (indexes saved before `graph.bin`).
 const BASENAME: &str = "hnsw";
 const GRAPH_FILE: &str = "graph.bin";
+const LEXICAL_FILE: &str = "lexical.bin";
+/// The lexical index as indexes saved before `lexical.bin` hold it.
+const LEXICAL_TOKENS_FILE: &str = "lexical.jsonl";
+const VECTORS_FILE: &str = "vectors.f32";
+
+/// Writes `path` through a buffer and syncs it to disk.
+fn write_synced(
+    path: &Path,
+    body: impl FnOnce(&mut BufWriter<fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut w = BufWriter::new(fs::File::create(path)?);
+    body(&mut w)?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// The vectors of an index, row `i` for point `i`: in memory when just
+/// built, memory-mapped from `vectors.f32` when loaded (so a start does not
+/// read or copy them, and pages are shared with the page cache).
+enum Vectors {
+    Owned(Vec<f32>),
+    #[cfg(target_endian = "little")]
+    Mapped(memmap2::Mmap),
+}
+
+impl Vectors {
+    fn as_slice(&self) -> &[f32] {
+        match self {
+            Vectors::Owned(v) => v,
+            // SAFETY: `map` checked that the mapping's length is a multiple
+            // of 4 and its start 4-aligned (mappings start on a page), and the
+            // target is little-endian like the file. Index version folders are
+            // written once under a temporary name and never modified in place
+            // (a replaced or removed folder is unlinked, which leaves the
+            // mapping valid), so the bytes do not change under the slice.
+            #[cfg(target_endian = "little")]
+            Vectors::Mapped(m) => unsafe {
+                std::slice::from_raw_parts(m.as_ptr().cast::<f32>(), m.len() / 4)
+            },
+        }
+    }
+
+    /// Maps `path` (`len` bytes expected), or reads it where mapping is not
+    /// possible (an empty file, a big-endian target).
+    fn map(path: &Path, len: usize) -> Result<Self, IndexError> {
+        let file = fs::File::open(path)?;
+        let actual = file.metadata()?.len();
+        if actual != len as u64 {
+            return Err(IndexError::Corrupt(format!(
+                "{}: {actual} bytes, expected {len}",
+                path.display()
+            )));
+        }
+        #[cfg(target_endian = "little")]
+        if len > 0 {
+            // SAFETY: see `as_slice`: the file is not modified while mapped.
+            let map = unsafe { memmap2::Mmap::map(&file)? };
+            if map.len() != len || map.as_ptr().align_offset(4) != 0 {
+                return Err(IndexError::Corrupt(format!(
+                    "{}: cannot map",
+                    path.display()
+                )));
+            }
+            // Read ahead in the background; the first searches would
+            // otherwise fault pages in one by one.
+            #[cfg(unix)]
+            let _ = map.advise(memmap2::Advice::WillNeed);
+            return Ok(Vectors::Mapped(map));
+        }
+        let bytes = fs::read(path)?;
+        Ok(Vectors::Owned(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ))
+    }
+}
 
 /// An immutable index version.
 pub struct VectorIndex {
     graph: graph::Graph,
     points: Vec<PointMeta>,
-    vectors: Vec<f32>,
+    vectors: Vectors,
     by_answer: HashMap<Arc<str>, Vec<usize>>,
     lexical: LexicalIndex,
     manifest: Manifest,
@@ -119,10 +197,10 @@ impl VectorIndex {
         Self {
             graph,
             points,
-            vectors,
             by_answer,
             lexical,
             manifest,
+            vectors: Vectors::Owned(vectors),
         }
     }
 
@@ -153,7 +231,7 @@ impl VectorIndex {
 
     pub fn vector(&self, id: usize) -> &[f32] {
         let d = self.manifest.dimension;
-        &self.vectors[id * d..(id + 1) * d]
+        &self.vectors.as_slice()[id * d..(id + 1) * d]
     }
 
     /// The points of one answer.
@@ -187,14 +265,13 @@ impl VectorIndex {
         }
         let ef = ef.max(k);
         let dim = self.manifest.dimension;
-        let mut out = self.graph.search(&self.vectors, dim, query, ef, None);
+        let vectors = self.vectors.as_slice();
+        let mut out = self.graph.search(vectors, dim, query, ef, None);
         out.retain(|&(id, _)| keep(&self.points[id]));
         if out.len() < k {
             // A selective filter: walk again, returning only admissible points.
             let admit = |id: usize| keep(&self.points[id]);
-            out = self
-                .graph
-                .search(&self.vectors, dim, query, ef, Some(&admit));
+            out = self.graph.search(vectors, dim, query, ef, Some(&admit));
         }
         if out.len() < k {
             // A selective filter can starve the graph walk: fall back to an
@@ -225,16 +302,14 @@ impl VectorIndex {
             w.write_all(b"\n")?;
         }
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        let mut w = BufWriter::new(fs::File::create(tmp.join("lexical.jsonl"))?);
-        serde_json::to_writer(&mut w, &lexical::ANALYZER).expect("a string serialises");
-        w.write_all(b"\n")?;
-        for t in self.lexical.tokens() {
-            serde_json::to_writer(&mut w, t).map_err(|e| IndexError::Corrupt(e.to_string()))?;
-            w.write_all(b"\n")?;
-        }
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        let bytes: Vec<u8> = self.vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
-        fs::write(tmp.join("vectors.f32"), bytes)?;
+        write_synced(&tmp.join(LEXICAL_FILE), |w| self.lexical.write(w))?;
+        write_synced(&tmp.join(VECTORS_FILE), |w| {
+            for chunk in self.vectors.as_slice().chunks(1 << 14) {
+                let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+                w.write_all(&bytes)?;
+            }
+            Ok(())
+        })?;
         let manifest = serde_json::to_vec_pretty(&self.manifest).expect("manifest serialises");
         fs::write(tmp.join("manifest.json"), manifest)?;
         if final_dir.exists() {
@@ -272,16 +347,13 @@ impl VectorIndex {
         }
         let points_ms = ms(started);
         let t = std::time::Instant::now();
-        let bytes = fs::read(dir.join("vectors.f32"))?;
-        let vectors: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if points.len() != manifest.points
-            || bytes.len() != manifest.points * manifest.dimension * 4
-        {
-            return Err(corrupt("points, vectors and manifest disagree".into()));
+        if points.len() != manifest.points {
+            return Err(corrupt("points and manifest disagree".into()));
         }
+        let vectors = Vectors::map(
+            &dir.join(VECTORS_FILE),
+            manifest.points * manifest.dimension * 4,
+        )?;
         let vectors_ms = ms(t);
         let t = std::time::Instant::now();
         let graph = if dir.join(GRAPH_FILE).exists() {
@@ -305,9 +377,27 @@ impl VectorIndex {
             Err(panic) => std::panic::resume_unwind(panic),
         };
         // Missing, or written by another analyzer: re-analyse the texts.
-        let lexical = lexical.unwrap_or_else(|| {
-            LexicalIndex::build(&points.iter().map(|p| p.text.as_str()).collect::<Vec<_>>())
-        });
+        let lexical = match lexical {
+            Some((lexical, true)) => lexical,
+            found => {
+                let lexical = match found {
+                    Some((lexical, _)) => lexical,
+                    None => LexicalIndex::build(
+                        &points.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(),
+                    ),
+                };
+                // Upgrade the folder, so that the next start reads the binary
+                // file (written aside and renamed: a reader sees all or none).
+                let tmp = dir.join(format!(".{LEXICAL_FILE}.partial"));
+                let saved = write_synced(&tmp, |w| lexical.write(w))
+                    .and_then(|()| fs::rename(&tmp, dir.join(LEXICAL_FILE)));
+                if let Err(e) = saved {
+                    let _ = fs::remove_file(&tmp);
+                    tracing::warn!(error = %e, dir = %dir.display(), "could not save lexical.bin");
+                }
+                lexical
+            }
+        };
         let by_answer = group(&points);
         tracing::info!(
             points = points.len(),
@@ -329,14 +419,27 @@ impl VectorIndex {
     }
 }
 
-/// Reads `lexical.jsonl` (`expected` documents); `None` when the points'
-/// texts must be re-analysed: the file is missing (an index saved before the
-/// lexical leg existed) or was written by another analyzer. A file that is
-/// there but damaged is an error.
-fn read_lexical(dir: &Path, expected: usize) -> Result<Option<LexicalIndex>, IndexError> {
-    let corrupt =
-        |what: String| IndexError::Corrupt(format!("{}: lexical.jsonl: {what}", dir.display()));
-    let file = match fs::File::open(dir.join("lexical.jsonl")) {
+/// Reads the lexical index of `expected` documents: `lexical.bin`, or
+/// `lexical.jsonl` in an index saved before it (the bool says which: true
+/// for the binary file). `None` when the points' texts must be re-analysed:
+/// neither file is there (an index saved before the lexical leg existed) or
+/// another analyzer wrote it. A file that is there but damaged is an error.
+fn read_lexical(dir: &Path, expected: usize) -> Result<Option<(LexicalIndex, bool)>, IndexError> {
+    match fs::read(dir.join(LEXICAL_FILE)) {
+        Ok(bytes) => {
+            return LexicalIndex::read(&bytes, expected)
+                .map(|found| found.map(|l| (l, true)))
+                .map_err(|e| {
+                    IndexError::Corrupt(format!("{}: {LEXICAL_FILE}: {e}", dir.display()))
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let corrupt = |what: String| {
+        IndexError::Corrupt(format!("{}: {LEXICAL_TOKENS_FILE}: {what}", dir.display()))
+    };
+    let file = match fs::File::open(dir.join(LEXICAL_TOKENS_FILE)) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -357,7 +460,7 @@ fn read_lexical(dir: &Path, expected: usize) -> Result<Option<LexicalIndex>, Ind
     if tokens.len() != expected {
         return Err(corrupt("one line per point expected".into()));
     }
-    Ok(Some(LexicalIndex::from_tokens(tokens)))
+    Ok(Some((LexicalIndex::from_tokens(tokens), false)))
 }
 
 #[cfg(test)]
@@ -451,23 +554,51 @@ mod tests {
         assert_eq!(back.points(), idx.points());
         let q = idx.vector(10).to_vec();
         assert_eq!(back.search(&q, 3, 32, &|_| true)[0].0, 10);
-        assert_eq!(back.lexical().tokens(), idx.lexical().tokens());
-        assert!(!back.lexical().tokens()[10].is_empty());
-        // An index saved before the lexical leg existed is re-analysed.
-        fs::remove_file(saved.join("lexical.jsonl")).unwrap();
+        assert_eq!(back.lexical(), idx.lexical());
+        assert!(matches!(back.vectors, Vectors::Mapped(_)));
+        assert_eq!(back.vector(99), idx.vector(99));
+        // An index saved before the lexical leg existed is re-analysed, and
+        // the folder gains lexical.bin.
+        fs::remove_file(saved.join(LEXICAL_FILE)).unwrap();
         let old = VectorIndex::load(&saved).unwrap();
-        assert_eq!(old.lexical().tokens(), idx.lexical().tokens());
-        // A damaged lexical file is an error.
+        assert_eq!(old.lexical(), idx.lexical());
+        assert!(saved.join(LEXICAL_FILE).exists());
+        // One saved with lexical.jsonl (the tokens of each point) reads it.
+        fs::remove_file(saved.join(LEXICAL_FILE)).unwrap();
+        let mut jsonl = format!("\"{}\"\n", lexical::ANALYZER);
+        for (i, p) in idx.points().iter().enumerate() {
+            let mut tokens = lexical::analyze(&p.text);
+            if i == 3 {
+                // A token the text does not have: proves the file was read.
+                tokens.push("zzqx".into());
+            }
+            jsonl += &format!("{}\n", serde_json::to_string(&tokens).unwrap());
+        }
+        fs::write(saved.join(LEXICAL_TOKENS_FILE), &jsonl).unwrap();
+        let legacy = VectorIndex::load(&saved).unwrap();
+        let lex = legacy.lexical();
+        assert_eq!(lex.search(&lex.query("zzqx"), 3, &|_| true)[0].0, 3);
+        assert_eq!(lex.term_count(), idx.lexical().term_count() + 1);
+        // ... and the folder now has the binary file, which says the same.
+        let upgraded = VectorIndex::load(&saved).unwrap();
+        assert_eq!(upgraded.lexical(), legacy.lexical());
+        // A damaged legacy file is an error.
+        fs::remove_file(saved.join(LEXICAL_FILE)).unwrap();
         fs::write(
-            saved.join("lexical.jsonl"),
+            saved.join(LEXICAL_TOKENS_FILE),
             format!("\"{}\"\n[1,2]\n", lexical::ANALYZER),
         )
         .unwrap();
         assert!(VectorIndex::load(&saved).is_err());
         // One written by another analyzer is re-analysed.
-        fs::write(saved.join("lexical.jsonl"), "\"old/0\"\n[\"x\"]\n").unwrap();
+        fs::write(saved.join(LEXICAL_TOKENS_FILE), "\"old/0\"\n[\"x\"]\n").unwrap();
         let other = VectorIndex::load(&saved).unwrap();
-        assert_eq!(other.lexical().tokens(), idx.lexical().tokens());
+        assert_eq!(other.lexical(), idx.lexical());
+        // A damaged lexical.bin is an error.
+        let bin = fs::read(saved.join(LEXICAL_FILE)).unwrap();
+        fs::write(saved.join(LEXICAL_FILE), &bin[..bin.len() - 2]).unwrap();
+        assert!(VectorIndex::load(&saved).is_err());
+        fs::write(saved.join(LEXICAL_FILE), &bin).unwrap();
         // A damaged folder is an error, not a panic.
         fs::write(saved.join("vectors.f32"), b"xx").unwrap();
         assert!(VectorIndex::load(&saved).is_err());

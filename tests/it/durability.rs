@@ -256,7 +256,7 @@ fn lexical_index_follows_reindex_and_survives_restart() {
     let version = after["index_version"].as_u64().unwrap();
     assert!(data
         .path()
-        .join(format!("vectors/v{version}/lexical.jsonl"))
+        .join(format!("vectors/v{version}/lexical.bin"))
         .is_file());
 
     assert!(server.stop());
