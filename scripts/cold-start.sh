@@ -212,16 +212,16 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     line = re.sub(r"\x1b\[[0-9;]*m", "", line)
     for event, keys in (("model loaded", ["ms"]),
                         ("index loaded", ["points_ms", "vectors_ms", "graph_ms", "lexical_ms"]),
-                        ("engine opened", ["dictionary_ms", "catalog_ms", "index_ms", "total_ms"])):
+                        ("library loaded", ["catalog_ms", "index_ms", "total_ms"])):
         if event in line:
             for k in keys:
                 m = re.search(r"\b" + k + r"=([0-9.]+)", line)
                 if m:
                     name = "model_ms" if (event, k) == ("model loaded", "ms") else (
-                        "engine_ms" if k == "total_ms" else k)
+                        "library_ms" if k == "total_ms" else k)
                     fields[name] = float(m.group(1))
-order = ["model_ms", "dictionary_ms", "catalog_ms", "index_ms", "points_ms", "vectors_ms",
-         "graph_ms", "lexical_ms", "engine_ms"]
+order = ["model_ms", "catalog_ms", "index_ms", "points_ms", "vectors_ms", "graph_ms",
+         "lexical_ms", "library_ms"]
 print("  ".join(f"{k[:-3]} {fields[k]:.0f}" for k in order if k in fields))
 PY
 )

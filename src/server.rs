@@ -1,6 +1,7 @@
 //! `kefu serve`: binds the address, serves the API at once (healthz up,
-//! readyz 503), loads the model and the index on a blocking thread (building
-//! the index if none fits the model), then reports ready. Shuts down
+//! readyz 503), loads the model beside the library (catalog and index) on
+//! blocking threads (building the index if none fits the model), then
+//! reports ready. Shuts down
 //! gracefully on SIGINT or SIGTERM, letting in-flight requests finish.
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use crate::api::metrics::Instrumented;
 use crate::api::{router, ApiSettings, AppState, Metrics};
 use crate::embedding::{resolve_model, CandleBert, EmbedOptions, Embedder};
 use crate::recommend::batcher::{BatchSettings, EmbedQueue};
-use crate::recommend::{Engine, ReindexMode, Settings};
+use crate::recommend::{Engine, LibraryData, ReindexMode, Settings};
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
@@ -69,10 +70,29 @@ async fn shutdown_signal() {
 /// Loads model and engine, building the index if needed, then marks ready.
 fn load(state: &AppState, cfg: &ServerConfig) -> Result<()> {
     let files = resolve_model(&cfg.model, &cfg.models_dir)?;
-    // The segmentation dictionary loads beside the model (Engine::open
-    // would otherwise load it after).
+    let (model_id, dimension) = CandleBert::describe(&files)?;
+    // The segmentation dictionary, the model and the library (catalog and
+    // index) load side by side: a start takes as long as the slowest.
     std::thread::spawn(crate::index::lexical::warm_up);
-    let model = CandleBert::load(&files, cfg.embed)?;
+    let (model, data) = std::thread::scope(|s| {
+        let model = std::thread::Builder::new()
+            .name("kefu-load-model".into())
+            .spawn_scoped(s, || CandleBert::load(&files, cfg.embed))
+            .context("starting the model loader")?;
+        let data = LibraryData::load(
+            &cfg.data_dir,
+            &model_id,
+            dimension,
+            cfg.engine.question_kind,
+        );
+        let model = match model.join() {
+            Ok(model) => model,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        Ok::<_, anyhow::Error>((model, data))
+    })?;
+    let model = model?;
+    let data = data?;
     tracing::info!(
         model = model.model_id(),
         ms = model.info().load_ms,
@@ -82,7 +102,7 @@ fn load(state: &AppState, cfg: &ServerConfig) -> Result<()> {
         inner: Arc::new(model),
         metrics: state.metrics.clone(),
     });
-    let (engine, needs_build) = Engine::open(&cfg.data_dir, embedder, cfg.engine.clone())?;
+    let (engine, needs_build) = Engine::from_data(data, embedder, cfg.engine.clone())?;
     let metrics = state.metrics.clone();
     engine.on_reindex(Box::new(move |secs| metrics.reindex_seconds.observe(secs)));
     let queue = EmbedQueue::start(

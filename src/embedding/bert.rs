@@ -212,6 +212,15 @@ fn read_tokenizer(files: &ModelFiles) -> Result<TextTokenizer, EmbedError> {
 }
 
 impl CandleBert {
+    /// The model id and vector dimension `load` would give, from the
+    /// profile and `config.json` alone (no weights read).
+    pub fn describe(files: &ModelFiles) -> Result<(String, usize), EmbedError> {
+        Ok((
+            files.profile.model_id.clone(),
+            read_config(files)?.hidden_size,
+        ))
+    }
+
     /// Loads a resolved model.
     pub fn load(files: &ModelFiles, options: EmbedOptions) -> Result<Self, EmbedError> {
         let started = Instant::now();

@@ -208,6 +208,92 @@ pub fn index_root(data_dir: &Path) -> PathBuf {
     data_dir.join("vectors")
 }
 
+/// What a data directory holds for one model, read before the model itself
+/// is needed: the store, the catalog, the review labels and the current
+/// index. [`LibraryData::load`] runs beside the model load when the server
+/// starts; [`Engine::from_data`] joins the two.
+pub struct LibraryData {
+    store: Arc<SqliteStore>,
+    catalog: HashMap<String, Arc<Answer>>,
+    reviewed: Vec<crate::store::LabelledVector>,
+    root: PathBuf,
+    index: VectorIndex,
+    needs_build: bool,
+    model_id: String,
+    dimension: usize,
+    question_kind: TextKind,
+}
+
+impl LibraryData {
+    /// Opens the store and reads the catalog and, on a second thread, the
+    /// current index if it was built with this model (`model_id`,
+    /// `dimension`, `question_kind`); else an empty index and `needs_build`.
+    pub fn load(
+        data_dir: &Path,
+        model_id: &str,
+        dimension: usize,
+        question_kind: TextKind,
+    ) -> Result<Self, EngineError> {
+        let started = std::time::Instant::now();
+        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
+        let store = Arc::new(SqliteStore::open(data_dir)?);
+        let root = index_root(data_dir);
+        std::fs::create_dir_all(&root).map_err(StoreError::from)?;
+        let current = reindex::Current::read(&store);
+        let ((catalog, reviewed, catalog_ms), (index, needs_build, index_ms)) =
+            std::thread::scope(|s| {
+                let index_job = std::thread::Builder::new()
+                    .name("kefu-load-index".into())
+                    .spawn_scoped(s, || {
+                        let t = std::time::Instant::now();
+                        let (index, needs_build) = reindex::load_version(
+                            current,
+                            &root,
+                            model_id,
+                            dimension,
+                            question_kind,
+                        );
+                        (index, needs_build, ms(t))
+                    })
+                    .map_err(StoreError::from)?;
+                let t = std::time::Instant::now();
+                let catalog: Result<HashMap<String, Arc<Answer>>, StoreError> =
+                    store.all().map(|all| {
+                        all.into_iter()
+                            .map(|a| (a.input.id.clone(), Arc::new(a)))
+                            .collect()
+                    });
+                let reviewed = store.review_labels(model_id);
+                let catalog_ms = ms(t);
+                let index = match index_job.join() {
+                    Ok(index) => index,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                };
+                Ok::<_, EngineError>(((catalog?, reviewed?, catalog_ms), index))
+            })?;
+        tracing::info!(
+            answers = catalog.len(),
+            points = index.len(),
+            reviewed = reviewed.len(),
+            catalog_ms,
+            index_ms,
+            total_ms = ms(started),
+            "library loaded"
+        );
+        Ok(Self {
+            store,
+            catalog,
+            reviewed,
+            root,
+            index,
+            needs_build,
+            model_id: model_id.to_string(),
+            dimension,
+            question_kind,
+        })
+    }
+}
+
 impl Engine {
     /// Opens the engine over a data directory: loads the catalog, and the
     /// current index if it was built with this model (else starts empty and
@@ -215,13 +301,42 @@ impl Engine {
     pub fn open(
         data_dir: &Path,
         embedder: Arc<dyn Embedder>,
+        settings: Settings,
+    ) -> Result<(Arc<Self>, bool), EngineError> {
+        let data = LibraryData::load(
+            data_dir,
+            embedder.model_id(),
+            embedder.dimension(),
+            settings.question_kind,
+        )?;
+        Self::from_data(data, embedder, settings)
+    }
+
+    /// The engine over `data` read for this embedder's model (if it was read
+    /// for another model, dimension or question kind, the index and labels
+    /// are read again for this one).
+    pub fn from_data(
+        mut data: LibraryData,
+        embedder: Arc<dyn Embedder>,
         mut settings: Settings,
     ) -> Result<(Arc<Self>, bool), EngineError> {
-        let started = std::time::Instant::now();
-        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
-        // Load the segmentation dictionary now, not on the first question.
+        // The segmentation dictionary, if nothing loaded it yet.
         crate::index::lexical::warm_up();
-        let dictionary_ms = ms(started);
+        if data.model_id != embedder.model_id()
+            || data.dimension != embedder.dimension()
+            || data.question_kind != settings.question_kind
+        {
+            let (index, needs_build) = reindex::load_current(
+                &data.store,
+                &data.root,
+                embedder.model_id(),
+                embedder.dimension(),
+                settings.question_kind,
+            );
+            data.index = index;
+            data.needs_build = needs_build;
+            data.reviewed = data.store.review_labels(embedder.model_id())?;
+        }
         if settings.calibration.is_none() {
             settings.calibration = Some(
                 embedder
@@ -229,45 +344,21 @@ impl Engine {
                     .unwrap_or_else(Calibration::uncalibrated),
             );
         }
-        let t = std::time::Instant::now();
-        let store = Arc::new(SqliteStore::open(data_dir)?);
-        let catalog: HashMap<String, Arc<Answer>> = store
-            .all()?
-            .into_iter()
-            .map(|a| (a.input.id.clone(), Arc::new(a)))
-            .collect();
-        let reviewed = store.review_labels(embedder.model_id())?;
-        let catalog_ms = ms(t);
-        let root = index_root(data_dir);
-        std::fs::create_dir_all(&root).map_err(StoreError::from)?;
-        let t = std::time::Instant::now();
-        let (index, needs_build) =
-            reindex::load_current(&store, &root, embedder.as_ref(), settings.question_kind);
-        tracing::info!(
-            answers = catalog.len(),
-            points = index.len(),
-            reviewed = reviewed.len(),
-            dictionary_ms,
-            catalog_ms,
-            index_ms = ms(t),
-            total_ms = ms(started),
-            "engine opened"
-        );
         let engine = Arc::new(Self {
             embedder,
-            store,
-            index: ArcSwap::from_pointee(index),
-            catalog: RwLock::new(catalog),
+            store: data.store,
+            index: ArcSwap::from_pointee(data.index),
+            catalog: RwLock::new(data.catalog),
             settings,
-            index_root: root,
+            index_root: data.root,
             jobs: reindex::Jobs::default(),
             reindex_observer: std::sync::OnceLock::new(),
-            reviewed: RwLock::new(reviewed),
+            reviewed: RwLock::new(data.reviewed),
             review_writer: review::Writer::default(),
             feedback: RwLock::new(HashMap::new()),
         });
         reindex::start_worker(&engine);
-        Ok((engine, needs_build))
+        Ok((engine, data.needs_build))
     }
 
     pub fn settings(&self) -> &Settings {

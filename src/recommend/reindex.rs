@@ -14,7 +14,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{Engine, EngineError};
-use crate::embedding::{Embedder, TextKind};
+use crate::embedding::TextKind;
 use crate::index::{Manifest, PointMeta, VectorIndex};
 use crate::store::{hash_text, rfc3339, SqliteStore, TextRole};
 
@@ -167,22 +167,57 @@ fn kind_of(role: TextRole, question_kind: TextKind) -> TextKind {
     }
 }
 
+/// Which index version the store names as current, and the model it was
+/// built with.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Current {
+    version: Option<u64>,
+    model: Option<String>,
+}
+
+impl Current {
+    pub(super) fn read(store: &SqliteStore) -> Self {
+        Self {
+            version: store
+                .meta("index_version")
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse::<u64>().ok()),
+            model: store.meta("index_model").ok().flatten(),
+        }
+    }
+}
+
 /// Loads the index the store names as current, if it was built with this
 /// model; otherwise an empty one and `true` (a build is needed). Leftover
 /// partial or superseded version folders are removed.
 pub(super) fn load_current(
     store: &SqliteStore,
     root: &Path,
-    embedder: &dyn Embedder,
+    model_id: &str,
+    dimension: usize,
     question_kind: TextKind,
 ) -> (VectorIndex, bool) {
-    let empty = || VectorIndex::empty(embedder.model_id(), embedder.dimension());
-    let version = store
-        .meta("index_version")
-        .ok()
-        .flatten()
-        .and_then(|v| v.parse::<u64>().ok());
-    let model = store.meta("index_model").ok().flatten();
+    load_version(
+        Current::read(store),
+        root,
+        model_id,
+        dimension,
+        question_kind,
+    )
+}
+
+/// [`load_current`] once the store has been read (so that it need not wait
+/// for the store while another thread reads the catalog).
+pub(super) fn load_version(
+    current: Current,
+    root: &Path,
+    model_id: &str,
+    dimension: usize,
+    question_kind: TextKind,
+) -> (VectorIndex, bool) {
+    let empty = || VectorIndex::empty(model_id, dimension);
+    let Current { version, model } = current;
     let current = version.map(|v| format!("v{v}"));
     if let Ok(entries) = std::fs::read_dir(root) {
         for e in entries.flatten() {
@@ -195,17 +230,17 @@ pub(super) fn load_current(
     let Some(v) = version else {
         return (empty(), true);
     };
-    if model.as_deref() != Some(embedder.model_id()) {
+    if model.as_deref() != Some(model_id) {
         tracing::warn!(
             index_model = model.as_deref().unwrap_or("?"),
-            model = embedder.model_id(),
+            model = model_id,
             "the index was built with another model; it will be rebuilt"
         );
         return (empty(), true);
     }
     match VectorIndex::load(&root.join(format!("v{v}"))) {
         Ok(index)
-            if index.manifest().dimension == embedder.dimension()
+            if index.manifest().dimension == dimension
                 && index.manifest().question_kind == question_kind.to_string() =>
         {
             (index, false)
