@@ -23,6 +23,9 @@
 //! - `KEFU_BENCH_SIZES` (default `10000,100000,1000000`)
 //! - `KEFU_BENCH_DISTS` (default `clustered,uniform`)
 //! - `KEFU_BENCH_QUERIES` (default 500)
+//! - `KEFU_BENCH_EF` (default: the service's `ef_search`): a list of ef
+//!   values to measure recall and per-query latency at (criterion times the
+//!   first)
 //!
 //! Built indexes are cached under `target/hnsw-bench/` (kefu's own
 //! `VectorIndex::save` / `load`), so only the first run builds them; delete
@@ -226,6 +229,49 @@ fn exact_top_k(index: &VectorIndex, queries: &[f32]) -> Vec<Vec<usize>> {
     })
 }
 
+/// Recall@10 and per-query latency at one ef.
+struct Measured {
+    recall: f64,
+    p50: f64,
+    p99: f64,
+    mean: f64,
+    /// Mean exact cosine of the 1st and the 10th true neighbour.
+    top1: f64,
+    top10: f64,
+}
+
+/// One warm pass counting hits, then two timed passes.
+fn measure(index: &VectorIndex, qs: &[&[f32]], truth: &[Vec<usize>], ef: usize) -> Measured {
+    let keep = |_: &PointMeta| true;
+    let mut hits = 0usize;
+    let (mut top1, mut top10) = (0.0f64, 0.0f64);
+    let mut times = Vec::with_capacity(2 * qs.len());
+    for pass in 0..3 {
+        for (q, want) in qs.iter().zip(truth) {
+            let t = Instant::now();
+            let got = index.search(q, K, ef, &keep);
+            let dt = t.elapsed().as_secs_f64() * 1e3;
+            if pass == 0 {
+                hits += got.iter().filter(|g| want.contains(&g.0)).count();
+                top1 += dot(q, index.vector(want[0])) as f64;
+                top10 += dot(q, index.vector(want[K - 1])) as f64;
+            } else {
+                times.push(dt);
+            }
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let n = qs.len() as f64;
+    Measured {
+        recall: hits as f64 / (K as f64 * n),
+        p50: percentile(&times, 0.5),
+        p99: percentile(&times, 0.99),
+        mean: times.iter().sum::<f64>() / times.len() as f64,
+        top1: top1 / n,
+        top10: top10 / n,
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -266,7 +312,10 @@ fn main() {
         .ok()
         .map(|q| q.parse().expect("KEFU_BENCH_QUERIES: a number"))
         .unwrap_or(500);
-    let ef = Settings::default().ef_search;
+    let efs: Vec<usize> = env_list("KEFU_BENCH_EF", &Settings::default().ef_search.to_string())
+        .iter()
+        .map(|e| e.parse().expect("KEFU_BENCH_EF: numbers"))
+        .collect();
     let keep = |_: &PointMeta| true;
     let mut summary = Vec::new();
 
@@ -277,59 +326,44 @@ fn main() {
             let truth = exact_top_k(&index, &queries);
             let qs: Vec<&[f32]> = queries.chunks_exact(DIM).collect();
 
-            // Recall@10 and per-query latency (two timed passes after a warm one).
-            let mut hits = 0usize;
-            let mut top1 = 0.0f64;
-            let mut top10 = 0.0f64;
-            let mut times = Vec::with_capacity(2 * qs.len());
-            for pass in 0..3 {
-                for (q, want) in qs.iter().zip(&truth) {
-                    let t = Instant::now();
-                    let got = index.search(q, K, ef, &keep);
-                    let dt = t.elapsed().as_secs_f64() * 1e3;
-                    if pass == 0 {
-                        hits += got.iter().filter(|g| want.contains(&g.0)).count();
-                        top1 += dot(q, index.vector(want[0])) as f64;
-                        top10 += dot(q, index.vector(want[K - 1])) as f64;
-                    } else {
-                        times.push(dt);
-                    }
-                }
+            for &ef in &efs {
+                let m = measure(&index, &qs, &truth, ef);
+                println!(
+                    "hnsw {:>9} n={n:>7} dim={DIM} M=24 ef_construction=200 ef_search={ef} k={K} \
+                     queries={}: recall@10 {:.4}  p50 {:.3} ms  p99 {:.3} ms  mean {:.3} ms  \
+                     (exact 1st/10th neighbour cosine {:.3}/{:.3}; index {how} in {secs:.1} s)",
+                    dist.name(),
+                    qs.len(),
+                    m.recall,
+                    m.p50,
+                    m.p99,
+                    m.mean,
+                    m.top1,
+                    m.top10,
+                );
+                summary.push(serde_json::json!({
+                    "measured_at": time::OffsetDateTime::now_utc()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                    "distribution": dist.name(),
+                    "n": n,
+                    "dim": DIM,
+                    "max_connections": 24,
+                    "ef_construction": 200,
+                    "ef_search": ef,
+                    "k": K,
+                    "queries": qs.len(),
+                    "recall_at_10": m.recall,
+                    "p50_ms": m.p50,
+                    "p99_ms": m.p99,
+                    "mean_ms": m.mean,
+                    "exact_top1_cosine": m.top1,
+                    "exact_top10_cosine": m.top10,
+                    "index": how,
+                    "index_secs": secs,
+                }));
             }
-            times.sort_by(f64::total_cmp);
-            let recall = hits as f64 / (K * qs.len()) as f64;
-            let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-            let mean = times.iter().sum::<f64>() / times.len() as f64;
-            println!(
-                "hnsw {:>9} n={n:>7} dim={DIM} M=24 ef_construction=200 ef_search={ef} k={K} \
-                 queries={}: recall@10 {recall:.4}  p50 {p50:.3} ms  p99 {p99:.3} ms  mean {mean:.3} ms  \
-                 (exact 1st/10th neighbour cosine {:.3}/{:.3}; index {how} in {secs:.1} s)",
-                dist.name(),
-                qs.len(),
-                top1 / qs.len() as f64,
-                top10 / qs.len() as f64,
-            );
-            summary.push(serde_json::json!({
-                "measured_at": time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-                "distribution": dist.name(),
-                "n": n,
-                "dim": DIM,
-                "max_connections": 24,
-                "ef_construction": 200,
-                "ef_search": ef,
-                "k": K,
-                "queries": qs.len(),
-                "recall_at_10": recall,
-                "p50_ms": p50,
-                "p99_ms": p99,
-                "mean_ms": mean,
-                "exact_top1_cosine": top1 / qs.len() as f64,
-                "exact_top10_cosine": top10 / qs.len() as f64,
-                "index": how,
-                "index_secs": secs,
-            }));
+            let ef = efs[0];
 
             let mut g = c.benchmark_group(format!("hnsw/{}", dist.name()));
             let mut i = 0;
@@ -351,7 +385,13 @@ fn main() {
         .filter(|d| d["generator"] == GENERATOR)
         .and_then(|d| d["results"].as_array().cloned())
         .unwrap_or_default();
-    let key = |r: &serde_json::Value| (r["distribution"].to_string(), r["n"].as_u64());
+    let key = |r: &serde_json::Value| {
+        (
+            r["distribution"].to_string(),
+            r["n"].as_u64(),
+            r["ef_search"].as_u64(),
+        )
+    };
     results.retain(|r| !summary.iter().any(|s| key(s) == key(r)));
     results.extend(summary);
     results.sort_by_key(|r| key(r));
