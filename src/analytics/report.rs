@@ -110,8 +110,13 @@ impl Window {
         }
     }
 
+    /// The window in the log's milliseconds. Times are logged rounded down
+    /// to the millisecond, so `until` rounds up: a question asked earlier
+    /// in the very millisecond the window ends in is inside it.
     fn ms(&self) -> (i64, i64) {
-        (unix_ms(self.since), unix_ms(self.until))
+        let until = self.until.unix_timestamp_nanos().div_euclid(1_000_000)
+            + i128::from(!self.until.nanosecond().is_multiple_of(1_000_000));
+        (unix_ms(self.since), until as i64)
     }
 }
 
@@ -996,6 +1001,25 @@ pub fn render_text(r: &Report) -> String {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn a_window_holds_what_was_logged_earlier_in_its_last_millisecond() {
+        let until = datetime!(2026-11-24 12:00:00.000_500 UTC);
+        let w = Window {
+            since: until - time::Duration::hours(1),
+            until,
+        };
+        let (since, end) = w.ms();
+        let logged = unix_ms(datetime!(2026-11-24 12:00:00.000_200 UTC));
+        assert!(logged >= since && logged < end);
+        // On a whole millisecond the end stays exclusive.
+        let until = datetime!(2026-11-24 12:00:00.001 UTC);
+        let w = Window {
+            since: until - time::Duration::hours(1),
+            until,
+        };
+        assert_eq!(w.ms().1, unix_ms(until));
+    }
 
     #[test]
     fn windows_parse_and_bad_ones_are_refused() {
