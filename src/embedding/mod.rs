@@ -131,6 +131,67 @@ pub fn in_background<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Questions being embedded now, process-wide (see [`foreground_work`]).
+static FOREGROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// When foreground work last ended, in microseconds since [`epoch`].
+static FOREGROUND_END_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// How long the foreground must have been quiet for background work to go on.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(10);
+/// The longest background work waits at one step, so that it still moves
+/// (at a few percent of its speed) under a load that never pauses.
+pub const MAX_YIELD: std::time::Duration = std::time::Duration::from_millis(1000);
+
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+/// Marks foreground work (embedding questions) until dropped.
+pub struct Foreground(());
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        let now = epoch().elapsed().as_micros() as u64;
+        FOREGROUND_END_US.fetch_max(now, Ordering::Relaxed);
+        FOREGROUND.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Marks the caller's work as foreground (a batch of questions) until the
+/// guard drops: background work pauses for it at its next step (see
+/// [`yield_to_foreground`]).
+pub fn foreground_work() -> Foreground {
+    let _ = epoch();
+    FOREGROUND.fetch_add(1, std::sync::atomic::Ordering::Acquire);
+    Foreground(())
+}
+
+/// Whether foreground work is under way or ended less than [`QUIET`] ago.
+fn foreground_busy() -> bool {
+    use std::sync::atomic::Ordering;
+    if FOREGROUND.load(Ordering::Acquire) > 0 {
+        return true;
+    }
+    let end = FOREGROUND_END_US.load(Ordering::Relaxed);
+    let now = epoch().elapsed().as_micros() as u64;
+    end > 0 && now.saturating_sub(end) < QUIET.as_micros() as u64
+}
+
+/// Called by background work between steps (the int8 encoder: before each
+/// layer): waits while questions are being embedded, up to `max`, and says
+/// how long it waited. Sharing the cores and caches with a reindex costs
+/// questions far more than the scheduler's priorities can give back, so a
+/// reindex runs in the gaps between questions, and under a load with no
+/// gaps at one step per `max`.
+pub fn yield_to_foreground(max: std::time::Duration) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while foreground_busy() && started.elapsed() < max {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    started.elapsed()
+}
+
 /// Whether the current thread is inside [`in_background`].
 pub fn is_background() -> bool {
     BACKGROUND.get()
@@ -148,4 +209,20 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         return 0.0;
     }
     (dot / (na.sqrt() * nb.sqrt())) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn background_work_waits_for_questions_but_not_forever() {
+        let max = Duration::from_millis(60);
+        let question = foreground_work();
+        let waited = yield_to_foreground(max);
+        assert!(waited >= max, "{waited:?}");
+        assert!(waited < max + Duration::from_millis(500), "{waited:?}");
+        drop(question);
+    }
 }

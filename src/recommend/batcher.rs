@@ -339,6 +339,7 @@ fn guarded_embed(
     texts: &[&str],
     kind: TextKind,
 ) -> Result<Vec<Embedding>, QueueError> {
+    let _foreground = crate::embedding::foreground_work();
     match catch_unwind(AssertUnwindSafe(|| embedder.embed(texts, kind))) {
         Ok(Ok(v)) if v.len() == texts.len() => Ok(v),
         Ok(Ok(v)) => Err(QueueError::Failed(format!(

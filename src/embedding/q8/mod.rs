@@ -393,7 +393,11 @@ impl Q8Encoder {
         let mut ctx = vec![0f32; total * h];
         let mut tmp = vec![0f32; total * h];
         let mut up = vec![0f32; total * self.intermediate];
+        let background = super::is_background();
         for layer in &self.layers {
+            if background {
+                super::yield_to_foreground(super::MAX_YIELD);
+            }
             self.linear(&x, total, &layer.qkv, &mut qkv);
             self.attention(&qkv, &spans, &mut ctx);
             self.linear(&ctx, total, &layer.attn_out, &mut tmp);
