@@ -137,9 +137,19 @@ static FOREGROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 static FOREGROUND_END_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// How long the foreground must have been quiet for background work to go on.
 const QUIET: std::time::Duration = std::time::Duration::from_millis(10);
-/// The longest background work waits at one step, so that it still moves
-/// (at a few percent of its speed) under a load that never pauses.
-pub const MAX_YIELD: std::time::Duration = std::time::Duration::from_millis(1000);
+/// The share of the time background work still gets under a load of
+/// questions that never pauses (see [`yield_to_foreground`]).
+pub const BACKGROUND_SHARE: f64 = 0.1;
+/// The longest background work waits at one step.
+const MAX_YIELD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long background work waits at most before its next step, when its
+/// last step took `step`: long enough that it runs [`BACKGROUND_SHARE`] of
+/// the time under a load with no gaps.
+pub fn yield_budget(step: std::time::Duration) -> std::time::Duration {
+    step.mul_f64((1.0 - BACKGROUND_SHARE) / BACKGROUND_SHARE)
+        .clamp(std::time::Duration::from_millis(5), MAX_YIELD)
+}
 
 fn epoch() -> std::time::Instant {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -179,11 +189,12 @@ fn foreground_busy() -> bool {
 }
 
 /// Called by background work between steps (the int8 encoder: before each
-/// layer): waits while questions are being embedded, up to `max`, and says
-/// how long it waited. Sharing the cores and caches with a reindex costs
-/// questions far more than the scheduler's priorities can give back, so a
-/// reindex runs in the gaps between questions, and under a load with no
-/// gaps at one step per `max`.
+/// layer): waits while questions are being embedded, up to `max` (see
+/// [`yield_budget`]), and says how long it waited. Sharing the cores and
+/// caches with a reindex costs questions far more than the scheduler's
+/// priorities give back (measured: at nice 10 questions lost 40% of their
+/// throughput), so a reindex runs in the gaps between questions, and under
+/// a load with no gaps one step per `max`.
 pub fn yield_to_foreground(max: std::time::Duration) -> std::time::Duration {
     let started = std::time::Instant::now();
     while foreground_busy() && started.elapsed() < max {
@@ -224,5 +235,12 @@ mod tests {
         assert!(waited >= max, "{waited:?}");
         assert!(waited < max + Duration::from_millis(500), "{waited:?}");
         drop(question);
+        // A step of 50 ms waits up to 450 ms: 10% of the time for the background.
+        assert_eq!(
+            yield_budget(Duration::from_millis(50)),
+            Duration::from_millis(450)
+        );
+        assert_eq!(yield_budget(Duration::ZERO), Duration::from_millis(5));
+        assert_eq!(yield_budget(Duration::from_secs(10)), MAX_YIELD);
     }
 }

@@ -394,10 +394,12 @@ impl Q8Encoder {
         let mut tmp = vec![0f32; total * h];
         let mut up = vec![0f32; total * self.intermediate];
         let background = super::is_background();
+        let mut step = std::time::Duration::ZERO;
         for layer in &self.layers {
             if background {
-                super::yield_to_foreground(super::MAX_YIELD);
+                super::yield_to_foreground(super::yield_budget(step));
             }
+            let started = std::time::Instant::now();
             self.linear(&x, total, &layer.qkv, &mut qkv);
             self.attention(&qkv, &spans, &mut ctx);
             self.linear(&ctx, total, &layer.attn_out, &mut tmp);
@@ -406,6 +408,7 @@ impl Q8Encoder {
             self.activate(&mut up);
             self.linear(&up, total, &layer.down, &mut tmp);
             self.add_norm(&mut tmp, &mut x, &layer.out_norm);
+            step = started.elapsed();
         }
 
         Ok(spans
