@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::cluster::encode;
@@ -166,7 +166,7 @@ pub fn apply_retention(
     now: OffsetDateTime,
 ) -> Result<usize, AnalyticsError> {
     let cutoff = unix_ms(now - time::Duration::days(days as i64));
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let old = "SELECT request_id FROM query_log WHERE at_ms < ?1";
     tx.execute(
         &format!("DELETE FROM feedback WHERE request_id IN ({old})"),
@@ -186,7 +186,7 @@ fn write_batch(
     entries: &[Box<LogEntry>],
     threshold: f32,
 ) -> Result<(), AnalyticsError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut row = tx.prepare_cached(
             "INSERT OR IGNORE INTO query_log (request_id, at_ms, question, locale, \

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -275,7 +275,7 @@ impl SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Vec<(Answer, UpsertOutcome)>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(inputs.len());
         {
             let mut select = tx.prepare(&format!("{SELECT} WHERE id = ?1"))?;
@@ -354,7 +354,7 @@ impl SqliteStore {
     /// false when there was none.
     pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existed = tx.execute("DELETE FROM answers WHERE id = ?1", [id])? > 0;
         tx.execute(
             "DELETE FROM answer_links WHERE answer_id = ?1 OR related_id = ?1",
@@ -384,7 +384,7 @@ impl SqliteStore {
     /// points at an answer deleted meanwhile.
     pub fn set_links(&self, id: &str, links: &[Link]) -> Result<LinksOutcome, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut exists = tx.prepare_cached("SELECT 1 FROM answers WHERE id = ?1")?;
             if !exists.exists([id])? {
@@ -439,7 +439,7 @@ impl SqliteStore {
         vectors: &[(String, Vec<f32>)],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO embeddings (model_id, kind, text_hash, vector) VALUES (?1, ?2, ?3, ?4)",
@@ -462,7 +462,7 @@ impl SqliteStore {
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut set = tx.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
             for (k, v) in meta {
