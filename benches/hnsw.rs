@@ -19,6 +19,9 @@
 //! The search filter admits every point (the service passes one that checks
 //! the catalog; an unfiltered library admits everything).
 //!
+//! Beside the graph's figures, the exact scan (every vector, one thread) is
+//! timed on the first 50 queries: the baseline a graph search has to beat.
+//!
 //! Run: `cargo bench --bench hnsw`. Environment:
 //! - `KEFU_BENCH_SIZES` (default `10000,100000,1000000`)
 //! - `KEFU_BENCH_DISTS` (default `clustered,uniform`)
@@ -46,6 +49,8 @@ const K: usize = 10;
 const GENERATOR: &str = "g1";
 const NOISE_NORM: f32 = 0.6;
 const POINTS_PER_CENTRE: usize = 100;
+/// How many queries time the exact scan.
+const EXACT_TIMED: usize = 50;
 
 /// SplitMix64 plus Box-Muller: deterministic, dependency-free.
 struct Rng(u64);
@@ -196,6 +201,20 @@ fn index_for(dist: Dist, n: usize) -> (VectorIndex, &'static str, f64) {
     (index, "built", secs)
 }
 
+/// The exact top-K ids of one query: a scan of every vector.
+fn exact_one(index: &VectorIndex, q: &[f32]) -> Vec<usize> {
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(K + 1);
+    for id in 0..index.len() {
+        let s = dot(q, index.vector(id));
+        if best.len() < K || s > best[K - 1].0 {
+            let at = best.partition_point(|b| b.0 >= s);
+            best.insert(at, (s, id));
+            best.truncate(K);
+        }
+    }
+    best.into_iter().map(|b| b.1).collect()
+}
+
 /// The exact top-K ids of each query (two threads).
 fn exact_top_k(index: &VectorIndex, queries: &[f32]) -> Vec<Vec<usize>> {
     let qs: Vec<&[f32]> = queries.chunks_exact(DIM).collect();
@@ -204,22 +223,7 @@ fn exact_top_k(index: &VectorIndex, queries: &[f32]) -> Vec<Vec<usize>> {
         let handles: Vec<_> = qs
             .chunks(half)
             .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|q| {
-                            let mut best: Vec<(f32, usize)> = Vec::with_capacity(K + 1);
-                            for id in 0..index.len() {
-                                let s = dot(q, index.vector(id));
-                                if best.len() < K || s > best[K - 1].0 {
-                                    let at = best.partition_point(|b| b.0 >= s);
-                                    best.insert(at, (s, id));
-                                    best.truncate(K);
-                                }
-                            }
-                            best.into_iter().map(|b| b.1).collect::<Vec<_>>()
-                        })
-                        .collect::<Vec<_>>()
-                })
+                s.spawn(move || part.iter().map(|q| exact_one(index, q)).collect::<Vec<_>>())
             })
             .collect();
         handles
@@ -227,6 +231,22 @@ fn exact_top_k(index: &VectorIndex, queries: &[f32]) -> Vec<Vec<usize>> {
             .flat_map(|h| h.join().expect("exact search thread"))
             .collect()
     })
+}
+
+/// Median latency of the exact scan on one thread (the baseline a graph
+/// search must beat), over the first `EXACT_TIMED` queries.
+fn exact_p50(index: &VectorIndex, qs: &[&[f32]]) -> f64 {
+    let mut times: Vec<f64> = qs
+        .iter()
+        .take(EXACT_TIMED)
+        .map(|q| {
+            let t = Instant::now();
+            std::hint::black_box(exact_one(index, q));
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    percentile(&times, 0.5)
 }
 
 /// Recall@10 and per-query latency at one ef.
@@ -325,13 +345,15 @@ fn main() {
             let queries = draw(dist, n, n_queries, 1);
             let truth = exact_top_k(&index, &queries);
             let qs: Vec<&[f32]> = queries.chunks_exact(DIM).collect();
+            let exact_ms = exact_p50(&index, &qs);
 
             for &ef in &efs {
                 let m = measure(&index, &qs, &truth, ef);
                 println!(
                     "hnsw {:>9} n={n:>7} dim={DIM} M=24 ef_construction=200 ef_search={ef} k={K} \
                      queries={}: recall@10 {:.4}  p50 {:.3} ms  p99 {:.3} ms  mean {:.3} ms  \
-                     (exact 1st/10th neighbour cosine {:.3}/{:.3}; index {how} in {secs:.1} s)",
+                     (exact 1st/10th neighbour cosine {:.3}/{:.3}; exact scan p50 {exact_ms:.3} ms; \
+                     index {how} in {secs:.1} s)",
                     dist.name(),
                     qs.len(),
                     m.recall,
@@ -359,6 +381,7 @@ fn main() {
                     "mean_ms": m.mean,
                     "exact_top1_cosine": m.top1,
                     "exact_top10_cosine": m.top10,
+                    "exact_scan_p50_ms": exact_ms,
                     "index": how,
                     "index_secs": secs,
                 }));
