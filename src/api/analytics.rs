@@ -18,7 +18,7 @@ use super::error::{parse_json, ApiError};
 use super::recommend::body;
 use super::{blocking, AppState};
 use crate::analytics::report::{self, AnswerInfo, ClusterOptions, Scope, Window};
-use crate::analytics::{AnalyticsError, FeedbackError, FeedbackInput};
+use crate::analytics::{Analytics, AnalyticsError, FeedbackError, FeedbackInput};
 use crate::recommend::Engine;
 
 /// Longest feedback comment, in characters.
@@ -163,25 +163,50 @@ fn query<T>(p: Result<UrlQuery<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
-fn window(w: &Option<String>, s: &Option<String>, u: &Option<String>) -> Result<Window, ApiError> {
-    Window::parse(
-        w.as_deref(),
-        s.as_deref(),
-        u.as_deref(),
-        OffsetDateTime::now_utc(),
-    )
-    .map_err(|m| ApiError::invalid("invalid_window", m))
+/// What every report handler starts from: the window and row limit of its
+/// query string, checked, and the stores it reads.
+struct ReportInputs {
+    window: Window,
+    limit: usize,
+    analytics: Arc<Analytics>,
+    engine: Arc<Engine>,
 }
 
-fn limit(l: Option<i64>) -> Result<usize, ApiError> {
-    let l = l.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&l) {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit must be between 1 and {MAX_LIMIT}, got {l}"),
-        ));
+impl ReportInputs {
+    fn new(
+        state: &AppState,
+        window: &Option<String>,
+        since: &Option<String>,
+        until: &Option<String>,
+        limit: Option<i64>,
+    ) -> Result<Self, ApiError> {
+        let window = Window::parse(
+            window.as_deref(),
+            since.as_deref(),
+            until.as_deref(),
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(|m| ApiError::invalid("invalid_window", m))?;
+        let limit = limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(
+                "invalid_limit",
+                format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
+            ));
+        }
+        Ok(Self {
+            window,
+            limit: limit as usize,
+            analytics: state.analytics()?,
+            engine: state.engine()?,
+        })
     }
-    Ok(l as usize)
+}
+
+impl WindowParams {
+    fn inputs(&self, state: &AppState) -> Result<ReportInputs, ApiError> {
+        ReportInputs::new(state, &self.window, &self.since, &self.until, self.limit)
+    }
 }
 
 fn lookup(engine: &Engine) -> impl Fn(&str) -> Option<AnswerInfo> + '_ {
@@ -202,8 +227,7 @@ async fn cluster_report(
     p: ClusterParams,
     scope: Scope,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let w = window(&p.window, &p.since, &p.until)?;
-    let limit = limit(p.limit)?;
+    let r = ReportInputs::new(&state, &p.window, &p.since, &p.until, p.limit)?;
     let threshold = p.threshold.unwrap_or(report::DEFAULT_CLUSTER_THRESHOLD);
     if !(0.05..=0.99).contains(&threshold) {
         return Err(ApiError::invalid(
@@ -211,21 +235,18 @@ async fn cluster_report(
             "threshold must be between 0.05 and 0.99",
         ));
     }
-    let analytics = state.analytics()?;
-    let engine = state.engine()?;
     blocking(move || {
-        let conn = analytics.reader()?;
         let opts = ClusterOptions {
             threshold,
-            limit,
+            limit: r.limit,
             ..ClusterOptions::default()
         };
         Ok(json(report::clusters(
-            &conn,
-            &w,
+            &r.analytics.reader()?,
+            &r.window,
             scope,
             opts,
-            &lookup(&engine),
+            &lookup(&r.engine),
         )?))
     })
     .await
@@ -249,31 +270,22 @@ pub async fn volume(
     State(state): State<Arc<AppState>>,
     p: Result<UrlQuery<WindowParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let p = query(p)?;
-    let w = window(&p.window, &p.since, &p.until)?;
-    limit(p.limit)?;
-    let analytics = state.analytics()?;
-    blocking(move || Ok(json(report::volume(&analytics.reader()?, &w)?))).await
+    let r = query(p)?.inputs(&state)?;
+    blocking(move || Ok(json(report::volume(&r.analytics.reader()?, &r.window)?))).await
 }
 
 pub async fn answers(
     State(state): State<Arc<AppState>>,
     p: Result<UrlQuery<WindowParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let p = query(p)?;
-    let w = window(&p.window, &p.since, &p.until)?;
-    let limit = limit(p.limit)?;
-    let analytics = state.analytics()?;
-    let engine = state.engine()?;
+    let r = query(p)?.inputs(&state)?;
     blocking(move || {
-        let conn = analytics.reader()?;
-        let flags = analytics.settings().flags;
         Ok(json(report::answer_usage(
-            &conn,
-            &w,
-            &flags,
-            limit,
-            &lookup(&engine),
+            &r.analytics.reader()?,
+            &r.window,
+            &r.analytics.settings().flags,
+            r.limit,
+            &lookup(&r.engine),
         )?))
     })
     .await
@@ -283,21 +295,16 @@ pub async fn content(
     State(state): State<Arc<AppState>>,
     p: Result<UrlQuery<WindowParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let p = query(p)?;
-    let w = window(&p.window, &p.since, &p.until)?;
-    let limit = limit(p.limit)?;
-    let analytics = state.analytics()?;
-    let engine = state.engine()?;
+    let r = query(p)?.inputs(&state)?;
     blocking(move || {
-        let conn = analytics.reader()?;
-        let answers = engine.list();
+        let answers = r.engine.list();
         Ok(json(report::content(
-            &conn,
-            &w,
+            &r.analytics.reader()?,
+            &r.window,
             answers.iter().map(|a| a.as_ref()),
             OffsetDateTime::now_utc(),
-            &engine.settings().age,
-            limit,
+            &r.engine.settings().age,
+            r.limit,
         )?))
     })
     .await
