@@ -376,28 +376,25 @@ impl VectorIndex {
             Ok(result) => result?,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        // Missing, or written by another analyzer: re-analyse the texts.
-        let lexical = match lexical {
-            Some((lexical, true)) => lexical,
-            found => {
-                let lexical = match found {
-                    Some((lexical, _)) => lexical,
-                    None => LexicalIndex::build(
-                        &points.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(),
-                    ),
-                };
-                // Upgrade the folder, so that the next start reads the binary
-                // file (written aside and renamed: a reader sees all or none).
-                let tmp = dir.join(format!(".{LEXICAL_FILE}.partial"));
-                let saved = write_synced(&tmp, |w| lexical.write(w))
-                    .and_then(|()| fs::rename(&tmp, dir.join(LEXICAL_FILE)));
-                if let Err(e) = saved {
-                    let _ = fs::remove_file(&tmp);
-                    tracing::warn!(error = %e, dir = %dir.display(), "could not save lexical.bin");
-                }
-                lexical
-            }
+        let (lexical, upgrade) = match lexical {
+            FoundLexical::Binary(lexical) => (lexical, false),
+            FoundLexical::Legacy(lexical) => (lexical, true),
+            FoundLexical::Reanalyse => (
+                LexicalIndex::build(&points.iter().map(|p| p.text.as_str()).collect::<Vec<_>>()),
+                true,
+            ),
         };
+        if upgrade {
+            // Upgrade the folder, so that the next start reads the binary
+            // file (written aside and renamed: a reader sees all or none).
+            let tmp = dir.join(format!(".{LEXICAL_FILE}.partial"));
+            let saved = write_synced(&tmp, |w| lexical.write(w))
+                .and_then(|()| fs::rename(&tmp, dir.join(LEXICAL_FILE)));
+            if let Err(e) = saved {
+                let _ = fs::remove_file(&tmp);
+                tracing::warn!(error = %e, dir = %dir.display(), "could not save lexical.bin");
+            }
+        }
         let by_answer = group(&points);
         tracing::info!(
             points = points.len(),
@@ -419,16 +416,25 @@ impl VectorIndex {
     }
 }
 
-/// Reads the lexical index of `expected` documents: `lexical.bin`, or
-/// `lexical.jsonl` in an index saved before it (the bool says which: true
-/// for the binary file). `None` when the points' texts must be re-analysed:
-/// neither file is there (an index saved before the lexical leg existed) or
-/// another analyzer wrote it. A file that is there but damaged is an error.
-fn read_lexical(dir: &Path, expected: usize) -> Result<Option<(LexicalIndex, bool)>, IndexError> {
+/// What a version folder held of its lexical index.
+enum FoundLexical {
+    /// `lexical.bin`.
+    Binary(LexicalIndex),
+    /// `lexical.jsonl`, from an index saved before `lexical.bin` existed.
+    Legacy(LexicalIndex),
+    /// Nothing usable: neither file (an index saved before the lexical leg
+    /// existed), or one written by another analyzer. The points' texts must
+    /// be re-analysed.
+    Reanalyse,
+}
+
+/// Reads the lexical index of `expected` documents. A file that is there
+/// but damaged is an error.
+fn read_lexical(dir: &Path, expected: usize) -> Result<FoundLexical, IndexError> {
     match fs::read(dir.join(LEXICAL_FILE)) {
         Ok(bytes) => {
             return LexicalIndex::read(&bytes, expected)
-                .map(|found| found.map(|l| (l, true)))
+                .map(|found| found.map_or(FoundLexical::Reanalyse, FoundLexical::Binary))
                 .map_err(|e| {
                     IndexError::Corrupt(format!("{}: {LEXICAL_FILE}: {e}", dir.display()))
                 })
@@ -441,7 +447,7 @@ fn read_lexical(dir: &Path, expected: usize) -> Result<Option<(LexicalIndex, boo
     };
     let file = match fs::File::open(dir.join(LEXICAL_TOKENS_FILE)) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FoundLexical::Reanalyse),
         Err(e) => return Err(e.into()),
     };
     let mut lines = std::io::BufReader::new(file).lines();
@@ -450,7 +456,7 @@ fn read_lexical(dir: &Path, expected: usize) -> Result<Option<(LexicalIndex, boo
         None => return Err(corrupt("empty".into())),
     };
     if analyzer != lexical::ANALYZER {
-        return Ok(None);
+        return Ok(FoundLexical::Reanalyse);
     }
     let mut tokens = Vec::with_capacity(expected);
     for line in lines {
@@ -460,7 +466,7 @@ fn read_lexical(dir: &Path, expected: usize) -> Result<Option<(LexicalIndex, boo
     if tokens.len() != expected {
         return Err(corrupt("one line per point expected".into()));
     }
-    Ok(Some((LexicalIndex::from_tokens(tokens), false)))
+    Ok(FoundLexical::Legacy(LexicalIndex::from_tokens(tokens)))
 }
 
 #[cfg(test)]
