@@ -67,6 +67,21 @@ pub struct DataArgs {
     pub data_dir: PathBuf,
 }
 
+impl DataArgs {
+    /// An error unless the data directory holds a library: for the commands
+    /// that read one and must not create an empty one.
+    fn require_library(&self) -> Result<()> {
+        if !self.data_dir.join("kefu.db").is_file() {
+            bail!(
+                "{} holds no answer library (no kefu.db): import one first, e.g. kefu import --demo --data-dir {}",
+                self.data_dir.display(),
+                self.data_dir.display()
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Engine tunables shared by the commands that recommend.
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
@@ -926,12 +941,7 @@ fn import(args: ImportArgs) -> Result<()> {
 }
 
 fn export(args: DataArgs) -> Result<()> {
-    if !args.data_dir.join("kefu.db").is_file() {
-        bail!(
-            "{} holds no answer library (no kefu.db)",
-            args.data_dir.display()
-        );
-    }
+    args.require_library()?;
     let store = SqliteStore::open_read_only(&args.data_dir)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -949,12 +959,7 @@ fn export(args: DataArgs) -> Result<()> {
 
 fn report(args: ReportArgs) -> Result<()> {
     use crate::analytics::report::{self, Window};
-    if !args.data.data_dir.join("kefu.db").is_file() {
-        bail!(
-            "{} holds no kefu database (no kefu.db)",
-            args.data.data_dir.display()
-        );
-    }
+    args.data.require_library()?;
     let now = time::OffsetDateTime::now_utc();
     let window = Window::parse(
         args.window.as_deref(),
@@ -1050,13 +1055,7 @@ fn eval(args: EvalArgs) -> Result<()> {
 
 fn eval_classify(args: ClassifyEvalArgs) -> Result<()> {
     use crate::eval::classify;
-    if !args.data.data_dir.join("kefu.db").is_file() {
-        bail!(
-            "{} holds no answer library (no kefu.db): import one first, e.g. kefu import --demo --data-dir {}",
-            args.data.data_dir.display(),
-            args.data.data_dir.display()
-        );
-    }
+    args.data.require_library()?;
     let settings = Settings {
         classifier: args.classifier.settings(),
         review_below: args.review.review_below,
