@@ -29,6 +29,10 @@
 //! - `KEFU_BENCH_EF` (default: the service's `ef_search`): a list of ef
 //!   values to measure recall and per-query latency at (criterion times the
 //!   first)
+//! - `KEFU_BENCH_VECTORS`: a JSON Lines file of real vectors (what
+//!   `kefu embed` prints) to measure instead of the synthetic sets: a
+//!   seeded tenth of its distinct rows (at most `KEFU_BENCH_QUERIES`) are
+//!   the queries, the rest the index. Named `file-<file stem>` in the output
 //!
 //! Built indexes are cached under `target/hnsw-bench/` (kefu's own
 //! `VectorIndex::save` / `load`), so only the first run builds them; delete
@@ -148,10 +152,15 @@ fn bench_dir() -> PathBuf {
     target.join("hnsw-bench")
 }
 
-/// The index for (dist, n): loaded from the cache, or built and saved.
-/// Returns it with how it was obtained and how long that took.
-fn index_for(dist: Dist, n: usize) -> (VectorIndex, &'static str, f64) {
-    let root = bench_dir().join(format!("{}-{n}-{GENERATOR}", dist.name()));
+/// The index of the vector set `name` (its cache folder), with `n` points:
+/// loaded from the cache, or built over `vectors()` and saved. Returns it
+/// with how it was obtained and how long that took.
+fn index_for(
+    name: &str,
+    n: usize,
+    vectors: impl FnOnce() -> Vec<f32>,
+) -> (VectorIndex, &'static str, f64) {
+    let root = bench_dir().join(format!("{name}-{n}-{GENERATOR}"));
     let dir = root.join("v1");
     let started = Instant::now();
     if dir.join("manifest.json").exists() {
@@ -172,11 +181,11 @@ fn index_for(dist: Dist, n: usize) -> (VectorIndex, &'static str, f64) {
         }
     }
     eprintln!(
-        "hnsw bench: building {} n={n} (cached in {} for the next run)",
-        dist.name(),
+        "hnsw bench: building {name} n={n} (cached in {} for the next run)",
         root.display()
     );
-    let vectors = draw(dist, n, n, 0);
+    let vectors = vectors();
+    assert_eq!(vectors.len(), n * DIM, "one vector per point");
     let points = (0..n)
         .map(|i| PointMeta {
             answer_id: format!("a{i}").into(),
@@ -186,7 +195,7 @@ fn index_for(dist: Dist, n: usize) -> (VectorIndex, &'static str, f64) {
         .collect();
     let manifest = Manifest {
         version: 1,
-        model_id: format!("synthetic-{}", dist.name()),
+        model_id: format!("bench-{name}"),
         dimension: DIM,
         points: n,
         built_at: String::new(),
@@ -199,6 +208,61 @@ fn index_for(dist: Dist, n: usize) -> (VectorIndex, &'static str, f64) {
         eprintln!("hnsw bench: could not cache the index: {e}");
     }
     (index, "built", secs)
+}
+
+/// One set of vectors to measure: the indexed points (made only when the
+/// cache does not hold the index) and the queries.
+struct VectorSet {
+    name: String,
+    n: usize,
+    base: Box<dyn FnOnce() -> Vec<f32>>,
+    queries: Vec<f32>,
+}
+
+/// Real vectors from `path`: JSON Lines with an `embedding` array per line
+/// (what `kefu embed` prints), L2-normalised. Rows equal to an earlier row
+/// are dropped (a tie makes the exact top 10 ambiguous). A seeded shuffle
+/// holds out `queries` rows (at most a tenth) as the queries; the rest are
+/// indexed. Returns the set's name, the indexed rows and the queries.
+fn read_vectors(path: &Path, queries: usize) -> (String, Vec<f32>, Vec<f32>) {
+    use std::collections::HashSet;
+    use std::io::BufRead;
+    let file = std::fs::File::open(path)
+        .unwrap_or_else(|e| panic!("KEFU_BENCH_VECTORS: {}: {e}", path.display()));
+    let mut seen = HashSet::new();
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.expect("KEFU_BENCH_VECTORS: readable");
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("KEFU_BENCH_VECTORS line {}: {e}", i + 1));
+        let mut row: Vec<f32> = serde_json::from_value(v["embedding"].clone())
+            .unwrap_or_else(|e| panic!("KEFU_BENCH_VECTORS line {}: embedding: {e}", i + 1));
+        assert_eq!(
+            row.len(),
+            DIM,
+            "KEFU_BENCH_VECTORS line {}: dimension",
+            i + 1
+        );
+        normalise(&mut row);
+        if seen.insert(row.iter().map(|x| x.to_bits()).collect::<Vec<_>>()) {
+            rows.push(row);
+        }
+    }
+    // Fisher-Yates with the bench's own generator: the same split every run.
+    let mut rng = Rng::new(0xF11E);
+    for i in (1..rows.len()).rev() {
+        rows.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let held = queries.min(rows.len() / 10).max(1);
+    let stem = path
+        .file_stem()
+        .map_or("vectors".into(), |s| s.to_string_lossy().into_owned());
+    let qs = rows[..held].concat();
+    let base = rows[held..].concat();
+    (format!("file-{stem}"), base, qs)
 }
 
 /// The exact top-K ids of one query: a scan of every vector.
@@ -339,22 +403,48 @@ fn main() {
     let keep = |_: &PointMeta| true;
     let mut summary = Vec::new();
 
-    for &dist in &dists {
-        for &n in &sizes {
-            let (index, how, secs) = index_for(dist, n);
-            let queries = draw(dist, n, n_queries, 1);
-            let truth = exact_top_k(&index, &queries);
-            let qs: Vec<&[f32]> = queries.chunks_exact(DIM).collect();
-            let exact_ms = exact_p50(&index, &qs);
+    // The vector sets: a file's, or every (distribution, size).
+    let mut sets: Vec<VectorSet> = Vec::new();
+    if let Some(path) = std::env::var_os("KEFU_BENCH_VECTORS") {
+        let (name, base, queries) = read_vectors(Path::new(&path), n_queries);
+        sets.push(VectorSet {
+            name,
+            n: base.len() / DIM,
+            base: Box::new(move || base),
+            queries,
+        });
+    } else {
+        for &dist in &dists {
+            for &n in &sizes {
+                sets.push(VectorSet {
+                    name: dist.name().to_string(),
+                    n,
+                    base: Box::new(move || draw(dist, n, n, 0)),
+                    queries: draw(dist, n, n_queries, 1),
+                });
+            }
+        }
+    }
 
-            for &ef in &efs {
-                let m = measure(&index, &qs, &truth, ef);
-                println!(
-                    "hnsw {:>9} n={n:>7} dim={DIM} M=24 ef_construction=200 ef_search={ef} k={K} \
+    for VectorSet {
+        name,
+        n,
+        base,
+        queries,
+    } in sets
+    {
+        let (index, how, secs) = index_for(&name, n, base);
+        let truth = exact_top_k(&index, &queries);
+        let qs: Vec<&[f32]> = queries.chunks_exact(DIM).collect();
+        let exact_ms = exact_p50(&index, &qs);
+
+        for &ef in &efs {
+            let m = measure(&index, &qs, &truth, ef);
+            println!(
+                    "hnsw {name:>9} n={n:>7} dim={DIM} M=24 ef_construction=200 ef_search={ef} k={K} \
                      queries={}: recall@10 {:.4}  p50 {:.3} ms  p99 {:.3} ms  mean {:.3} ms  \
                      (exact 1st/10th neighbour cosine {:.3}/{:.3}; exact scan p50 {exact_ms:.3} ms; \
                      index {how} in {secs:.1} s)",
-                    dist.name(),
                     qs.len(),
                     m.recall,
                     m.p50,
@@ -363,41 +453,40 @@ fn main() {
                     m.top1,
                     m.top10,
                 );
-                summary.push(serde_json::json!({
-                    "measured_at": time::OffsetDateTime::now_utc()
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default(),
-                    "distribution": dist.name(),
-                    "n": n,
-                    "dim": DIM,
-                    "max_connections": 24,
-                    "ef_construction": 200,
-                    "ef_search": ef,
-                    "k": K,
-                    "queries": qs.len(),
-                    "recall_at_10": m.recall,
-                    "p50_ms": m.p50,
-                    "p99_ms": m.p99,
-                    "mean_ms": m.mean,
-                    "exact_top1_cosine": m.top1,
-                    "exact_top10_cosine": m.top10,
-                    "exact_scan_p50_ms": exact_ms,
-                    "index": how,
-                    "index_secs": secs,
-                }));
-            }
-            let ef = efs[0];
-
-            let mut g = c.benchmark_group(format!("hnsw/{}", dist.name()));
-            let mut i = 0;
-            g.bench_with_input(BenchmarkId::new("search_k10", n), &n, |b, _| {
-                b.iter(|| {
-                    i = (i + 1) % qs.len();
-                    index.search(qs[i], K, ef, &keep)
-                })
-            });
-            g.finish();
+            summary.push(serde_json::json!({
+                "measured_at": time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                "distribution": name,
+                "n": n,
+                "dim": DIM,
+                "max_connections": 24,
+                "ef_construction": 200,
+                "ef_search": ef,
+                "k": K,
+                "queries": qs.len(),
+                "recall_at_10": m.recall,
+                "p50_ms": m.p50,
+                "p99_ms": m.p99,
+                "mean_ms": m.mean,
+                "exact_top1_cosine": m.top1,
+                "exact_top10_cosine": m.top10,
+                "exact_scan_p50_ms": exact_ms,
+                "index": how,
+                "index_secs": secs,
+            }));
         }
+        let ef = efs[0];
+
+        let mut g = c.benchmark_group(format!("hnsw/{name}"));
+        let mut i = 0;
+        g.bench_with_input(BenchmarkId::new("search_k10", n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % qs.len();
+                index.search(qs[i], K, ef, &keep)
+            })
+        });
+        g.finish();
     }
 
     // Merge into the summary: a run over some sizes keeps the others' figures.
@@ -422,6 +511,7 @@ fn main() {
         "generator": GENERATOR,
         "distributions": {
             "uniform": "coordinates i.i.d. N(0,1), L2-normalised (uniform on the sphere)",
+            "file-*": "the rows of KEFU_BENCH_VECTORS (real embeddings), a tenth held out as the queries",
             "clustered": format!(
                 "Gaussian mixture: n/{POINTS_PER_CENTRE} centres uniform on the sphere; point = centre + N(0, {NOISE_NORM}^2/{DIM}) per coordinate, L2-normalised"
             ),
