@@ -19,8 +19,12 @@
 //! The search filter admits every point (the service passes one that checks
 //! the catalog; an unfiltered library admits everything).
 //!
-//! Beside the graph's figures, the exact scan (every vector, one thread) is
-//! timed on the first 50 queries: the baseline a graph search has to beat.
+//! Beside the graph's figures, per vector set: the exact scan (every vector,
+//! one thread) timed on the first 50 queries, the baseline a graph search has
+//! to beat; and how hard the set is for any index, as medians over the
+//! queries: the relative contrast at 10 (mean distance over the 10th
+//! neighbour's, distance 1 - cosine; near 1 nothing stands out) and the local
+//! intrinsic dimensionality (Levina-Bickel estimate from the 10 nearest).
 //!
 //! Run: `cargo bench --bench hnsw`. Environment:
 //! - `KEFU_BENCH_SIZES` (default `10000,100000,1000000`)
@@ -266,21 +270,60 @@ fn read_vectors(path: &Path, queries: usize) -> (String, Vec<f32>, Vec<f32>) {
 }
 
 /// The exact top-K ids of one query: a scan of every vector.
-fn exact_one(index: &VectorIndex, q: &[f32]) -> Vec<usize> {
+fn exact_one(index: &VectorIndex, q: &[f32]) -> Truth {
     let mut best: Vec<(f32, usize)> = Vec::with_capacity(K + 1);
+    let mut sum = 0f64;
     for id in 0..index.len() {
         let s = dot(q, index.vector(id));
+        sum += s as f64;
         if best.len() < K || s > best[K - 1].0 {
             let at = best.partition_point(|b| b.0 >= s);
             best.insert(at, (s, id));
             best.truncate(K);
         }
     }
-    best.into_iter().map(|b| b.1).collect()
+    Truth {
+        ids: best.iter().map(|b| b.1).collect(),
+        sims: best.iter().map(|b| b.0).collect(),
+        mean: sum / index.len().max(1) as f64,
+    }
+}
+
+/// A query's exact top K (ids and cosines, best first) and its mean cosine
+/// to every indexed point.
+struct Truth {
+    ids: Vec<usize>,
+    sims: Vec<f32>,
+    mean: f64,
+}
+
+impl Truth {
+    /// Relative contrast at K: the mean distance over the Kth neighbour's
+    /// (distance 1 - cosine). Near 1, every point is about as near as the
+    /// neighbours and a graph walk has little to follow.
+    fn contrast(&self) -> f64 {
+        (1.0 - self.mean) / (1.0 - self.sims[K - 1] as f64).max(1e-9)
+    }
+
+    /// Local intrinsic dimensionality, the maximum-likelihood estimate from
+    /// the K nearest Euclidean distances (Levina and Bickel); `None` when the
+    /// query sits on an indexed point.
+    fn lid(&self) -> Option<f64> {
+        let r: Vec<f64> = self
+            .sims
+            .iter()
+            .map(|&s| (2.0 - 2.0 * s as f64).max(0.0).sqrt())
+            .collect();
+        if r[0] <= 0.0 {
+            return None;
+        }
+        let sum: f64 = r[..K - 1].iter().map(|&rj| (r[K - 1] / rj).ln()).sum();
+        (sum > 0.0).then(|| (K - 1) as f64 / sum)
+    }
 }
 
 /// The exact top-K ids of each query (two threads).
-fn exact_top_k(index: &VectorIndex, queries: &[f32]) -> Vec<Vec<usize>> {
+fn exact_top_k(index: &VectorIndex, queries: &[f32]) -> Vec<Truth> {
     let qs: Vec<&[f32]> = queries.chunks_exact(DIM).collect();
     let half = qs.len().div_ceil(2).max(1);
     std::thread::scope(|s| {
@@ -325,13 +368,13 @@ struct Measured {
 }
 
 /// One warm pass counting hits, then two timed passes.
-fn measure(index: &VectorIndex, qs: &[&[f32]], truth: &[Vec<usize>], ef: usize) -> Measured {
+fn measure(index: &VectorIndex, qs: &[&[f32]], truth: &[Truth], ef: usize) -> Measured {
     let keep = |_: &PointMeta| true;
     let mut hits = 0usize;
     let (mut top1, mut top10) = (0.0f64, 0.0f64);
     let mut times = Vec::with_capacity(2 * qs.len());
     for pass in 0..3 {
-        for (q, want) in qs.iter().zip(truth) {
+        for (q, want) in qs.iter().zip(truth.iter().map(|t| &t.ids)) {
             let t = Instant::now();
             let got = index.search(q, K, ef, &keep);
             let dt = t.elapsed().as_secs_f64() * 1e3;
@@ -354,6 +397,14 @@ fn measure(index: &VectorIndex, qs: &[&[f32]], truth: &[Vec<usize>], ef: usize) 
         top1: top1 / n,
         top10: top10 / n,
     }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    percentile(&values, 0.5)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -437,22 +488,27 @@ fn main() {
         let truth = exact_top_k(&index, &queries);
         let qs: Vec<&[f32]> = queries.chunks_exact(DIM).collect();
         let exact_ms = exact_p50(&index, &qs);
+        let contrast = median(truth.iter().map(Truth::contrast).collect());
+        let lid = median(truth.iter().filter_map(Truth::lid).collect());
+        println!(
+            "hnsw {name:>9} n={n:>7}: relative contrast@10 {contrast:.2}, local intrinsic \
+             dimensionality {lid:.1} (medians over the queries; exact scan p50 {exact_ms:.3} ms)"
+        );
 
         for &ef in &efs {
             let m = measure(&index, &qs, &truth, ef);
             println!(
-                    "hnsw {name:>9} n={n:>7} dim={DIM} M=24 ef_construction=200 ef_search={ef} k={K} \
+                "hnsw {name:>9} n={n:>7} dim={DIM} M=24 ef_construction=200 ef_search={ef} k={K} \
                      queries={}: recall@10 {:.4}  p50 {:.3} ms  p99 {:.3} ms  mean {:.3} ms  \
-                     (exact 1st/10th neighbour cosine {:.3}/{:.3}; exact scan p50 {exact_ms:.3} ms; \
-                     index {how} in {secs:.1} s)",
-                    qs.len(),
-                    m.recall,
-                    m.p50,
-                    m.p99,
-                    m.mean,
-                    m.top1,
-                    m.top10,
-                );
+                     (exact 1st/10th neighbour cosine {:.3}/{:.3}; index {how} in {secs:.1} s)",
+                qs.len(),
+                m.recall,
+                m.p50,
+                m.p99,
+                m.mean,
+                m.top1,
+                m.top10,
+            );
             summary.push(serde_json::json!({
                 "measured_at": time::OffsetDateTime::now_utc()
                     .format(&time::format_description::well_known::Rfc3339)
@@ -472,6 +528,8 @@ fn main() {
                 "exact_top1_cosine": m.top1,
                 "exact_top10_cosine": m.top10,
                 "exact_scan_p50_ms": exact_ms,
+                "relative_contrast_at_10": contrast,
+                "local_intrinsic_dimensionality": lid,
                 "index": how,
                 "index_secs": secs,
             }));
