@@ -261,6 +261,12 @@ fn read_vectors(path: &Path, queries: usize) -> (String, Vec<f32>, Vec<f32>) {
         rows.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
     let held = queries.min(rows.len() / 10).max(1);
+    assert!(
+        rows.len() >= held + K,
+        "KEFU_BENCH_VECTORS: {} distinct rows; at least {} needed",
+        rows.len(),
+        held + K
+    );
     let stem = path
         .file_stem()
         .map_or("vectors".into(), |s| s.to_string_lossy().into_owned());
