@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -67,7 +67,7 @@ pub fn record(
     input: &FeedbackInput,
     now: OffsetDateTime,
 ) -> Result<Feedback, FeedbackError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction()?;
     let logged: bool = tx
         .query_row(
             "SELECT 1 FROM query_log WHERE request_id = ?1",

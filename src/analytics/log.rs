@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection};
 use time::OffsetDateTime;
 
 use super::cluster::encode;
@@ -150,10 +150,7 @@ pub struct QueryLog {
 
 /// Opens a read-write connection to `kefu.db` with the log's tables.
 pub(crate) fn open_db(path: &Path) -> Result<Connection, AnalyticsError> {
-    let conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    let conn = crate::store::open_read_write(path)?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
 }
@@ -166,7 +163,7 @@ pub fn apply_retention(
     now: OffsetDateTime,
 ) -> Result<usize, AnalyticsError> {
     let cutoff = unix_ms(now - time::Duration::days(days as i64));
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction()?;
     let old = "SELECT request_id FROM query_log WHERE at_ms < ?1";
     tx.execute(
         &format!("DELETE FROM feedback WHERE request_id IN ({old})"),
@@ -186,7 +183,7 @@ fn write_batch(
     entries: &[Box<LogEntry>],
     threshold: f32,
 ) -> Result<(), AnalyticsError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction()?;
     {
         let mut row = tx.prepare_cached(
             "INSERT OR IGNORE INTO query_log (request_id, at_ms, question, locale, \

@@ -9,6 +9,7 @@ pub use answer::{
     answer_json, hash_text, rfc3339, valid_id, Answer, AnswerDraft, AnswerInput, FieldError,
     Status, TextRole,
 };
+pub(crate) use sqlite::open_read_write;
 pub use sqlite::review::{
     LabelledVector, NewReviewItem, Predicted, ReviewItem, ReviewLabel, ReviewStatus, MAX_PENDING,
 };

@@ -183,6 +183,24 @@ fn bytes_vector(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// A read-write connection to `kefu.db` as every writer in kefu opens it
+/// (the store, the query log, feedback): WAL, synchronous NORMAL, a 10 s busy
+/// timeout, and transactions that take the write lock when they begin
+/// (`BEGIN IMMEDIATE`). A deferred transaction that reads first fails at once
+/// with "database is locked" when another connection commits before its
+/// first write (the busy timeout does not cover that upgrade): under load
+/// that lost review items. So `transaction()` on such a connection is for
+/// writes; a read that wants one snapshot should use
+/// `transaction_with_behavior(Deferred)`.
+pub(crate) fn open_read_write(path: &Path) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.set_transaction_behavior(TransactionBehavior::Immediate);
+    Ok(conn)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `kefu.db` in `data_dir`.
     ///
@@ -227,10 +245,7 @@ impl SqliteStore {
                 _lock: None,
             });
         }
-        let conn = Connection::open(data_dir.join("kefu.db"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let conn = open_read_write(&data_dir.join("kefu.db"))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(review::SCHEMA)?;
         Ok(Self {
@@ -275,7 +290,7 @@ impl SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Vec<(Answer, UpsertOutcome)>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(inputs.len());
         {
             let mut select = tx.prepare(&format!("{SELECT} WHERE id = ?1"))?;
@@ -354,7 +369,7 @@ impl SqliteStore {
     /// false when there was none.
     pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.transaction()?;
         let existed = tx.execute("DELETE FROM answers WHERE id = ?1", [id])? > 0;
         tx.execute(
             "DELETE FROM answer_links WHERE answer_id = ?1 OR related_id = ?1",
@@ -384,7 +399,7 @@ impl SqliteStore {
     /// points at an answer deleted meanwhile.
     pub fn set_links(&self, id: &str, links: &[Link]) -> Result<LinksOutcome, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.transaction()?;
         {
             let mut exists = tx.prepare_cached("SELECT 1 FROM answers WHERE id = ?1")?;
             if !exists.exists([id])? {
@@ -439,7 +454,7 @@ impl SqliteStore {
         vectors: &[(String, Vec<f32>)],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO embeddings (model_id, kind, text_hash, vector) VALUES (?1, ?2, ?3, ?4)",
@@ -462,7 +477,7 @@ impl SqliteStore {
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.transaction()?;
         {
             let mut set = tx.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
             for (k, v) in meta {
@@ -502,6 +517,25 @@ mod tests {
             "valid_until": "2099-01-01T00:00:00+08:00"}))
         .unwrap();
         d.validate(None).unwrap()
+    }
+
+    #[test]
+    fn a_writer_transaction_holds_the_write_lock_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kefu.db");
+        let mut a = open_read_write(&path).unwrap();
+        a.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let b = open_read_write(&path).unwrap();
+        b.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let tx = a.transaction().unwrap();
+        // `a` has only begun (a deferred transaction would hold no lock yet).
+        let blocked = b.execute("INSERT INTO t VALUES (1)", []);
+        assert!(
+            matches!(&blocked, Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy),
+            "{blocked:?}"
+        );
+        tx.commit().unwrap();
+        b.execute("INSERT INTO t VALUES (1)", []).unwrap();
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! `tag_relations`: symmetric editor-set relations between tags, one row
 //! per pair with `a < b`.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -192,7 +192,7 @@ impl SqliteStore {
     /// added.
     pub fn review_add(&self, items: &[NewReviewItem]) -> Result<usize, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.transaction()?;
         let mut added = 0;
         {
             let mut pending: i64 = tx.query_row(
@@ -292,7 +292,7 @@ impl SqliteStore {
     ) -> Result<Option<Decided>, StoreError> {
         let label = serde_json::to_string(label).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.transaction()?;
         let changed = tx.execute(
             "UPDATE review_items SET status = ?2, label = ?3, reviewed_at_ms = ?4 WHERE id = ?1",
             params![id, status.as_str(), label, ms(at)],
@@ -372,7 +372,7 @@ impl SqliteStore {
         at: OffsetDateTime,
     ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.transaction()?;
         tx.execute("DELETE FROM tag_relations WHERE a = ?1 OR b = ?1", [tag])?;
         {
             let mut insert = tx.prepare(
