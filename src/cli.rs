@@ -375,6 +375,11 @@ struct ServeArgs {
     /// from their length; a longer question goes alone).
     #[arg(long, env = "KEFU_BATCH_TOKENS", value_parser = parse_positive, default_value_t = BatchSettings::default().batch_tokens)]
     batch_tokens: usize,
+    /// Longest hold, in milliseconds, of the next batch after one is answered,
+    /// waiting for the callers just answered to ask again (at most a tenth of
+    /// the last batch's time; 0: never hold).
+    #[arg(long, env = "KEFU_BATCH_GATHER_MS", default_value_t = BatchSettings::default().max_gather_ms)]
+    batch_gather_ms: u64,
     #[command(flatten)]
     review: ReviewArgs,
     /// Days the query log (and the feedback on it) is kept; older rows are
@@ -811,6 +816,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         queue: BatchSettings {
             capacity: args.queue_capacity,
             batch_tokens: args.batch_tokens,
+            max_gather_ms: args.batch_gather_ms,
         },
         analytics: AnalyticsSettings {
             log: LogSettings {
