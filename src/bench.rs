@@ -95,8 +95,10 @@ impl BenchTexts {
 pub struct BenchOptions {
     /// Untimed runs of each workload first.
     pub warmup: usize,
-    /// Timed runs of each workload.
+    /// Timed runs of the batch workloads.
     pub repetitions: usize,
+    /// Timed runs of the one-query workload (cycling through the queries).
+    pub single_repetitions: usize,
     /// Texts per batch (32 in the targets).
     pub batch: usize,
 }
@@ -169,6 +171,7 @@ pub struct Report {
     pub threads: Threads,
     pub warmup: usize,
     pub repetitions: usize,
+    pub single_repetitions: usize,
     pub load_s: f64,
     /// Resident memory right after loading the model (VmRSS), in MB.
     pub rss_after_load_mb: Option<f64>,
@@ -203,6 +206,7 @@ pub fn run<E: Embedder + ?Sized>(
 ) -> Result<Report, BenchError> {
     if options.batch == 0
         || options.repetitions == 0
+        || options.single_repetitions == 0
         || texts.queries.len() < options.batch
         || texts.answers.len() < options.batch
     {
@@ -213,8 +217,8 @@ pub fn run<E: Embedder + ?Sized>(
     let answers: Vec<&str> = texts.answers.iter().map(String::as_str).collect();
     let (qbatch, abatch) = (&queries[..options.batch], &answers[..options.batch]);
 
-    let mut single = Vec::with_capacity(options.repetitions);
-    for i in 0..options.warmup + options.repetitions {
+    let mut single = Vec::with_capacity(options.single_repetitions);
+    for i in 0..options.warmup + options.single_repetitions {
         let q = [queries[i % queries.len()]];
         let t = Instant::now();
         model.embed(&q, TextKind::Query)?;
@@ -250,6 +254,7 @@ pub fn run<E: Embedder + ?Sized>(
         threads: Threads::current(),
         warmup: options.warmup,
         repetitions: options.repetitions,
+        single_repetitions: options.single_repetitions,
         load_s: load.as_secs_f64(),
         rss_after_load_mb,
         peak_rss_mb: memory_mb("VmHWM"),

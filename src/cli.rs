@@ -549,6 +549,11 @@ struct BenchArgs {
     /// Timed runs of each workload.
     #[arg(long, default_value_t = 10)]
     repetitions: usize,
+    /// Timed runs of the one-query workload, when it should cycle through
+    /// more (or fewer) queries than --repetitions (e.g. every query of a
+    /// load test once).
+    #[arg(long)]
+    single_repetitions: Option<usize>,
     /// Untimed runs of each workload first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -752,8 +757,8 @@ fn model_info(args: ModelArgs) -> Result<()> {
 
 fn model_bench(args: BenchArgs) -> Result<()> {
     use crate::bench;
-    if args.repetitions == 0 || args.batch == 0 {
-        bail!("--repetitions and --batch must be at least 1");
+    if args.repetitions == 0 || args.batch == 0 || args.single_repetitions == Some(0) {
+        bail!("--repetitions, --single-repetitions and --batch must be at least 1");
     }
     let texts = bench::BenchTexts::read(&args.texts, args.batch)?;
     let started = std::time::Instant::now();
@@ -762,6 +767,7 @@ fn model_bench(args: BenchArgs) -> Result<()> {
     let options = bench::BenchOptions {
         warmup: args.warmup,
         repetitions: args.repetitions,
+        single_repetitions: args.single_repetitions.unwrap_or(args.repetitions),
         batch: args.batch,
     };
     let report = bench::run(&model, &texts, &options, load)?;
