@@ -13,6 +13,17 @@
 # every phase under it (a line says so if it finished early); and the server's peak RSS (VmHWM)
 # after the idle phases (the model and the demo library) and at the end.
 #
+# Then the load targets, against offline figures measured by the same binary on the same
+# machine in the same run (the machine's speed drifts by up to 2x over a day, so figures
+# from another run are no baseline): `kefu model bench` (the workloads of
+# scripts/bench-vs-c-engine.sh: one short query, 32 short queries in one call; and each of
+# the load's own questions alone, once) runs three times, before the server starts, between
+# the idle and the reindex phases (server idle), and after the server has stopped; their
+# medians are the baseline: p50 at concurrency 1 over the latency of one of the same
+# questions embedded alone (target <= 1.3: what the index, store and HTTP add; shown also
+# over one short query), requests/s at concurrency 16 over the 32-query batch throughput
+# (>= 0.8), p99 over p50 at concurrency 16 (<= 10), errors (0).
+#
 # What it does: builds kefu (release; KEFU_BIN=path uses that binary instead), fetches the
 # model if missing (scripts/fetch-model.sh), installs wrk with apt-get if missing, imports the
 # demo library (`kefu import --demo`) into a throwaway data directory, serves it on a free
@@ -29,7 +40,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
-usage() { sed -n '2,26s/^# \{0,1\}//p' "$0"; exit "${1:-0}"; }
+usage() { sed -n '2,37s/^# \{0,1\}//p' "$0"; exit "${1:-0}"; }
 die() { echo "error: $*" >&2; exit 1; }
 say() { echo "== $*" >&2; }
 
@@ -98,6 +109,26 @@ trap 'exit 130' INT TERM
 
 data=$tmp/data
 model_flags=(--model multilingual-e5-small --models-dir "$repo/models")
+
+python3 "$repo/scripts/bench-texts.py" "$repo" "$tmp/texts.json"
+# The load's own questions, in the order wrk sends them, one per call.
+python3 -c 'import json, sys
+qs = [json.loads(l)["question"] for l in open(sys.argv[1], encoding="utf-8") if l.strip()]
+texts = json.load(open(sys.argv[2], encoding="utf-8"))
+json.dump({"queries": qs, "answers": texts["answers"]}, open(sys.argv[3], "w", encoding="utf-8"), ensure_ascii=False)
+print(len(qs))' "$repo/tests/fixtures/demo_questions.jsonl" "$tmp/texts.json" "$tmp/served.json" > "$tmp/served.n"
+served_n=$(cat "$tmp/served.n")
+offline() {  # offline LABEL: `kefu model bench` on the benchmark texts, then on the load's questions
+    "$kefu" model bench --texts "$tmp/texts.json" --batch 32 --repetitions 10 --warmup 2 \
+        "${model_flags[@]}" > "$tmp/offline.$1.json"
+    "$kefu" model bench --texts "$tmp/served.json" --batch 1 --repetitions 1 --warmup 2 \
+        --single-repetitions "$served_n" "${model_flags[@]}" > "$tmp/offline-served.$1.json"
+    python3 -c 'import json, sys; r, s = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+print("      offline: one short query %.2f ms, 32 short queries %.1f /s, one of the load test questions %.2f ms" % (r["single_query"]["median_ms"], r["batch_queries"]["throughput_per_s"], s["single_query"]["median_ms"]))' \
+        "$tmp/offline.$1.json" "$tmp/offline-served.$1.json" >&2
+}
+say "offline baseline 1/3 (kefu model bench, before the server starts)"
+offline before
 say "importing the demo library into $data"
 "$kefu" import --demo --data-dir "$data" "${model_flags[@]}" >&2
 
@@ -210,6 +241,8 @@ done
 vmhwm() { awk '/^VmHWM:/ {printf "%.0f", $2 / 1024}' "/proc/$server_pid/status"; }
 rss_idle=$(vmhwm)
 say "server peak RSS after the idle phases: $rss_idle MB"
+say "offline baseline 2/3 (the server idle)"
+offline between
 
 # The 10x library: N-1 more copies of every demo answer, stored through the API.
 say "storing $((copies - 1)) more copies of the demo library through POST /v1/answers"
@@ -273,14 +306,19 @@ job_json=$(curl -sf "$base/v1/reindex/$job")
 
 rss_end=$(vmhwm)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+kill "$server_pid" 2>/dev/null || true
+wait "$server_pid" 2>/dev/null || true
+server_pid=
+say "offline baseline 3/3 (the server stopped)"
+offline after
 commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 python3 - "$results" "$job_json" "$reindex_wall" "$answers_total" "$copies" "$duration" \
     "$demo_answers" "$timeout" "$load_before" "$load_after" "$commit" "$rss_idle" "$rss_end" \
-    "${early[@]}" <<'EOF'
-import json, re, sys
+    "$tmp" "${early[@]}" <<'EOF'
+import json, re, statistics, sys
 from datetime import datetime
-results, job, wall, answers, copies, duration, demo, timeout, before, after, commit, rss_idle, rss_end = sys.argv[1:14]
-early = sys.argv[14:]
+results, job, wall, answers, copies, duration, demo, timeout, before, after, commit, rss_idle, rss_end, tmp = sys.argv[1:15]
+early = sys.argv[15:]
 job = json.loads(job)
 rows = [json.loads(l) for l in open(results) if l.strip()]
 
@@ -319,4 +357,40 @@ else:
 print(f"server peak RSS (VmHWM): {rss_idle} MB after the idle phases (model + demo library), "
       f"{rss_end} MB at the end (after the {copies}x reindex)")
 print(f"load average before {before}, after {after} (1, 5, 15 min; wrk and other processes share the cores)")
+
+labels = ("before", "between", "after")
+runs = [json.load(open(f"{tmp}/offline.{label}.json")) for label in labels]
+served = [json.load(open(f"{tmp}/offline-served.{label}.json")) for label in labels]
+one = [r["single_query"]["median_ms"] for r in runs]
+own = [r["single_query"]["median_ms"] for r in served]
+batch = [r["batch_queries"]["throughput_per_s"] for r in runs]
+one_ms, own_ms, batch_s = statistics.median(one), statistics.median(own), statistics.median(batch)
+print()
+print("offline, the same binary in this run (kefu model bench; before the server, between the phases, after it):")
+print("  one short query (scripts/bench-vs-c-engine.sh's 32, cycled): " + ", ".join(f"{v:.2f}" for v in one) + f" ms; median {one_ms:.2f} ms")
+print(f"  one of this load's {served[0]['single_repetitions']} questions (each once): " + ", ".join(f"{v:.2f}" for v in own) + f" ms; median {own_ms:.2f} ms")
+print("  32 short queries in one call: " + ", ".join(f"{v:.1f}" for v in batch) + f" /s; median {batch_s:.1f} /s")
+print()
+print(f"{'target':<60} {'idle':>10} {'during reindex':>15}")
+def row(name, c, f, fmt, ok):
+    cells = []
+    for phase in ("idle", "reindex"):
+        r = next((r for r in rows if r["phase"] == phase and r["concurrency"] == c), None)
+        if r is None:
+            cells.append("-")
+        else:
+            v = f(r)
+            cells.append(format(v, fmt) + (" ok" if ok(v) else " MISS"))
+    print(f"{name:<60} {cells[0]:>10} {cells[1]:>15}")
+row("concurrency 1: p50 / one of the same questions <= 1.3x", 1,
+    lambda r: r["p50_us"] / 1e3 / own_ms, ".3f", lambda v: v <= 1.3)
+row("concurrency 1: p50 / one short query <= 1.3x", 1,
+    lambda r: r["p50_us"] / 1e3 / one_ms, ".3f", lambda v: v <= 1.3)
+row("concurrency 16: req/s / 32-query batch >= 0.8x", 16,
+    lambda r: r["requests"] / max(r["duration_us"], 1) * 1e6 / batch_s, ".3f", lambda v: v >= 0.8)
+row("concurrency 16: p99 / p50 <= 10x", 16,
+    lambda r: r["p99_us"] / max(r["p50_us"], 1), ".2f", lambda v: v <= 10)
+for c in sorted({r["concurrency"] for r in rows}):
+    row(f"concurrency {c}: errors (non-2xx + socket) = 0", c,
+        lambda r: r["non2xx"] + r["connect"] + r["read"] + r["write"] + r["timeout"], "d", lambda v: v == 0)
 EOF
