@@ -335,23 +335,18 @@ fn model_bench_refuses_bad_texts_files() {
         assert!(err.contains(name), "{name}: {err}");
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
-    let out = kefu(
-        &[
-            "model",
-            "bench",
-            "--texts",
-            &path("few.json"),
-            "--repetitions",
-            "0",
-        ],
-        b"",
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--repetitions and --batch must be at least 1"),
-        "{err}"
-    );
+    for flag in ["--repetitions", "--single-repetitions", "--batch"] {
+        let out = kefu(
+            &["model", "bench", "--texts", &path("few.json"), flag, "0"],
+            b"",
+        );
+        assert!(!out.status.success(), "{flag} 0 accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--repetitions, --single-repetitions and --batch must be at least 1"),
+            "{flag}: {err}"
+        );
+    }
 }
 
 /// A small labelled set in the format of `kefu eval sentiment`, with one
