@@ -110,14 +110,25 @@ trap 'exit 130' INT TERM
 data=$tmp/data
 model_flags=(--model multilingual-e5-small --models-dir "$repo/models")
 
+# Read before this script's own work (the offline baseline) loads the machine.
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
 python3 "$repo/scripts/bench-texts.py" "$repo" "$tmp/texts.json"
-# The load's own questions, in the order wrk sends them, one per call.
-python3 -c 'import json, sys
+# The requests, one JSON body per real question (bodies.jsonl, for wrk); and the same
+# questions, in the same order, as a texts file for the offline baseline (served.json).
+served_n=$(python3 - "$repo/tests/fixtures/demo_questions.jsonl" "$tmp/texts.json" \
+    "$tmp/bodies.jsonl" "$tmp/served.json" <<'EOF'
+import json, sys
 qs = [json.loads(l)["question"] for l in open(sys.argv[1], encoding="utf-8") if l.strip()]
-texts = json.load(open(sys.argv[2], encoding="utf-8"))
-json.dump({"queries": qs, "answers": texts["answers"]}, open(sys.argv[3], "w", encoding="utf-8"), ensure_ascii=False)
-print(len(qs))' "$repo/tests/fixtures/demo_questions.jsonl" "$tmp/texts.json" "$tmp/served.json" > "$tmp/served.n"
-served_n=$(cat "$tmp/served.n")
+with open(sys.argv[3], "w", encoding="utf-8") as out:
+    for q in qs:
+        out.write(json.dumps({"question": q, "top_k": 5}, ensure_ascii=False) + "\n")
+answers = json.load(open(sys.argv[2], encoding="utf-8"))["answers"]
+json.dump({"queries": qs, "answers": answers}, open(sys.argv[4], "w", encoding="utf-8"), ensure_ascii=False)
+print(f"      {len(qs)} questions", file=sys.stderr)
+print(len(qs))
+EOF
+)
 offline() {  # offline LABEL: `kefu model bench` on the benchmark texts, then on the load's questions
     "$kefu" model bench --texts "$tmp/texts.json" --batch 32 --repetitions 10 --warmup 2 \
         "${model_flags[@]}" > "$tmp/offline.$1.json"
@@ -144,20 +155,6 @@ for _ in $(seq 600); do
 done
 [[ $(curl -s -o /dev/null -w '%{http_code}' "$base/readyz") == 200 ]] || die "kefu serve not ready after 120 s"
 demo_answers=$(curl -sf "$base/v1/index" | python3 -c 'import json, sys; print(json.load(sys.stdin)["answers"])')
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-
-# The requests: one JSON body per real question.
-python3 - "$repo/tests/fixtures/demo_questions.jsonl" "$tmp/bodies.jsonl" <<'EOF'
-import json, sys
-with open(sys.argv[1], encoding="utf-8") as f, open(sys.argv[2], "w", encoding="utf-8") as out:
-    n = 0
-    for line in f:
-        if line.strip():
-            q = json.loads(line)["question"]
-            out.write(json.dumps({"question": q, "top_k": 5}, ensure_ascii=False) + "\n")
-            n += 1
-print(f"      {n} questions", file=sys.stderr)
-EOF
 
 cat > "$tmp/recommend.lua" <<'EOF'
 -- POST /v1/recommend, cycling through the JSON bodies in the file given after `--`;
