@@ -659,8 +659,9 @@ mod tests {
     /// as soon as "a" is answered its caller asks "d" (if `ask_again`).
     /// Returns the batches.
     fn closed_loop(max_gather_ms: u64, ask_again: bool) -> Vec<Vec<String>> {
-        // Each call takes 400 ms, so a hold lasts up to 40 ms.
-        let fake = Fake::slow(Duration::from_millis(400));
+        // Each call takes 1 s, so a hold lasts up to 100 ms: ample for this
+        // thread to wake and ask again even on a loaded machine.
+        let fake = Fake::slow(Duration::from_secs(1));
         let settings = BatchSettings {
             max_gather_ms,
             ..BatchSettings::default()
