@@ -349,7 +349,7 @@ impl Q8Encoder {
     /// The mean of the last hidden states of each sequence (each row already
     /// framed with the start and end tokens).
     pub fn pooled(&self, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, String> {
-        let (h, vocab) = (self.hidden, self.word.rows);
+        let vocab = self.word.rows;
         let mut spans = Vec::with_capacity(rows.len());
         let mut total = 0;
         for row in rows {
@@ -371,9 +371,40 @@ impl Q8Encoder {
         if total == 0 {
             return Ok(Vec::new());
         }
+        // The whole forward pass runs inside one `install`: every parallel
+        // step in it is then a join between the pool's own threads, instead
+        // of a hand-off from this thread to the pool and back (two thread
+        // wake-ups) for each of the ~100 steps of a call.
+        let background = super::is_background();
+        let pool = if background {
+            &self.background
+        } else {
+            &self.pool
+        };
+        if self.threads == 1 {
+            return Ok(self.forward(rows, &spans, total, background));
+        }
+        Ok(pool.install(|| {
+            if background {
+                super::in_background(|| self.forward(rows, &spans, total, background))
+            } else {
+                self.forward(rows, &spans, total, background)
+            }
+        }))
+    }
 
+    /// The encoder over validated `rows` packed at `spans` (`total` tokens),
+    /// mean-pooled per row.
+    fn forward(
+        &self,
+        rows: &[&[u32]],
+        spans: &[(usize, usize)],
+        total: usize,
+        background: bool,
+    ) -> Vec<Vec<f32>> {
+        let h = self.hidden;
         let mut x = vec![0f32; total * h];
-        for (row, &(start, _)) in rows.iter().zip(&spans) {
+        for (row, &(start, _)) in rows.iter().zip(spans) {
             for (p, &id) in row.iter().enumerate() {
                 let dst = &mut x[(start + p) * h..(start + p + 1) * h];
                 self.word.row_into(id as usize, dst);
@@ -393,7 +424,6 @@ impl Q8Encoder {
         let mut ctx = vec![0f32; total * h];
         let mut tmp = vec![0f32; total * h];
         let mut up = vec![0f32; total * self.intermediate];
-        let background = super::is_background();
         let mut step = std::time::Duration::ZERO;
         for layer in &self.layers {
             if background {
@@ -401,7 +431,7 @@ impl Q8Encoder {
             }
             let started = std::time::Instant::now();
             self.linear(&x, total, &layer.qkv, &mut qkv);
-            self.attention(&qkv, &spans, &mut ctx);
+            self.attention(&qkv, spans, &mut ctx);
             self.linear(&ctx, total, &layer.attn_out, &mut tmp);
             self.add_norm(&mut tmp, &mut x, &layer.attn_norm);
             self.linear(&x, total, &layer.up, &mut up);
@@ -411,7 +441,7 @@ impl Q8Encoder {
             step = started.elapsed();
         }
 
-        Ok(spans
+        spans
             .iter()
             .map(|&(start, len)| {
                 let mut mean = vec![0f32; h];
@@ -423,7 +453,7 @@ impl Q8Encoder {
                 mean.iter_mut().for_each(|m| *m /= len as f32);
                 mean
             })
-            .collect())
+            .collect()
     }
 
     /// Self-attention of every head of every sequence into `ctx`.
