@@ -266,17 +266,18 @@ impl Q8Encoder {
         }
     }
 
-    /// Runs `f(i)` for `i in 0..n` on the pool.
+    /// Runs `f(i)` for `i in 0..n` on the pool this call runs in: only
+    /// inside [`Self::pooled`]'s `install`, which picks the pool.
     fn par(&self, n: usize, f: impl Fn(usize) + Sync + Send) {
-        let pool = if super::is_background() {
-            &self.background
-        } else {
-            &self.pool
-        };
+        debug_assert!(
+            self.pool.current_thread_index().is_some()
+                || self.background.current_thread_index().is_some(),
+            "the encoder's parallel steps run only on its own pools"
+        );
         if n <= 1 || self.threads == 1 {
             (0..n).for_each(f);
         } else {
-            pool.install(|| (0..n).into_par_iter().for_each(f));
+            (0..n).into_par_iter().for_each(f);
         }
     }
 
@@ -371,26 +372,18 @@ impl Q8Encoder {
         if total == 0 {
             return Ok(Vec::new());
         }
-        // The whole forward pass runs inside one `install`: every parallel
-        // step in it is then a join between the pool's own threads, instead
-        // of a hand-off from this thread to the pool and back (two thread
-        // wake-ups) for each of the ~100 steps of a call.
+        // The whole forward pass runs inside one `install` on the pool for
+        // this kind of work: every parallel step in it is then a join
+        // between that pool's own threads, instead of a hand-off from this
+        // thread to the pool and back (two thread wake-ups) for each of the
+        // ~100 steps of a call.
         let background = super::is_background();
         let pool = if background {
             &self.background
         } else {
             &self.pool
         };
-        if self.threads == 1 {
-            return Ok(self.forward(rows, &spans, total, background));
-        }
-        Ok(pool.install(|| {
-            if background {
-                super::in_background(|| self.forward(rows, &spans, total, background))
-            } else {
-                self.forward(rows, &spans, total, background)
-            }
-        }))
+        Ok(pool.install(|| self.forward(rows, &spans, total, background)))
     }
 
     /// The encoder over validated `rows` packed at `spans` (`total` tokens),
